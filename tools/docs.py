@@ -53,7 +53,10 @@ def _prepare(nb):
             c.source = src
             if opts.get('output') == 'false': c.outputs = []
             if opts.get('echo') == 'false' or 'hide' in opts or 'exporti' in opts: c.metadata.setdefault('tags', []).append('hide_input')
-            if opts.get('output') == 'asis':
+            if opts.get('output') == 'asis':  # the output is markdown to render, as Quarto does
+                from nbformat.v4 import new_output
+                c.outputs = [new_output('display_data', data={'text/markdown': o['text']}) if o.get('output_type') == 'stream' else o
+                             for o in c.outputs]
                 for o in c.outputs:
                     if 'text/markdown' in o.get('data', {}): o['data'].pop('text/plain', None)
             if not c.source.strip() and not c.outputs: continue

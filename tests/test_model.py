@@ -1,0 +1,224 @@
+"Tests of vlm_rlaif.model beyond the notebook's demonstrations: round trips, shared vision features, LoRA roles, scalar heads."
+import copy, dataclasses, json, os
+os.environ.setdefault('HF_HUB_OFFLINE', '1')
+
+import pytest
+import torch
+
+from vlm_rlaif.core import seed_everything
+from vlm_rlaif.model import (CLIP_MEAN, ModelConfig, ScalarHeadModel, active_role, add_role_adapter, build_video_lmm, embed_inputs,
+                             encode_video, generate_with_video, last_token_index, load_video_lmm, num_video_tokens,
+                             read_frame_preprocess, save_video_lmm, train_tokenizer)
+
+TEXTS = ['A red square moves left.', 'A green triangle moves up. Then a yellow circle appears and moves down.',
+         'What color is the square?', 'Which way does the red object move?', 'How many objects are there?',
+         'Describe the video.', 'red', 'green', 'blue', 'yellow', 'left', 'right', 'up', 'down', 'still', 'one', 'two'] * 3
+QUESTIONS = ['What color is the square?', 'Describe the video.', 'How many objects are there?']
+ANSWERS = ['red', 'A green triangle moves up.', 'two']
+FRAMES = 4
+
+
+def batch(tok, n_video, side='left', answers=None):
+    "Chat-template prompts with the <video> placeholder expanded (the data collator's job), padded on `side`."
+    rows = []
+    for i, q in enumerate(QUESTIONS):
+        msgs = [{'role': 'user', 'content': [{'type': 'video'}, {'type': 'text', 'text': q}]}]
+        if answers: msgs.append({'role': 'assistant', 'content': answers[i]})
+        ids = tok.apply_chat_template(msgs, tokenize=True, add_generation_prompt=not answers)['input_ids']
+        at = ids.index(tok.video_token_id)
+        rows.append(ids[:at] + [tok.video_token_id] * n_video + ids[at + 1:])
+    w = max(map(len, rows))
+    pad = (lambda r, v: [v] * (w - len(r)) + r) if side == 'left' else (lambda r, v: r + [v] * (w - len(r)))
+    return torch.tensor([pad(r, tok.pad_token_id) for r in rows]), torch.tensor([pad([1] * len(r), 0) for r in rows])
+
+
+@pytest.fixture(scope='module')
+def tok(): return train_tokenizer(TEXTS, 400)
+
+@pytest.fixture(scope='module')
+def cfg(): return ModelConfig(frames=FRAMES)
+
+@pytest.fixture(scope='module')
+def model(tok, cfg):
+    seed_everything(1)
+    return build_video_lmm(cfg, tok)
+
+@pytest.fixture(scope='module')
+def pixels(cfg):
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(len(QUESTIONS), FRAMES, 3, cfg.image_size, cfg.image_size, generator=g)
+
+@pytest.fixture(scope='module')
+def ckpt(tmp_path_factory, model, tok): return save_video_lmm(tmp_path_factory.mktemp('ckpt')/'tiny', model, tok)
+
+
+def test_tokenizer_round_trip_and_template(tmp_path, tok):
+    from transformers import AutoTokenizer
+    tok.save_pretrained(tmp_path)
+    back = AutoTokenizer.from_pretrained(tmp_path)
+    msgs = [{'role': 'user', 'content': [{'type': 'video'}, {'type': 'text', 'text': 'What color is the square?'}]}]
+    text = back.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+    assert text == '<|im_start|>user\n<|vision_start|><video><|vision_end|>What color is the square?<|im_end|>\n<|im_start|>assistant\n'
+    assert back.apply_chat_template(msgs, tokenize=False) == text.removesuffix('<|im_start|>assistant\n')
+    for t in (tok, back):
+        assert (t.video_token, t.eos_token, t.pad_token, t.bos_token) == ('<video>', '<|im_end|>', '<pad>', '<s>')
+    assert back.get_vocab() == tok.get_vocab()
+    # every word is one token at the start of an answer and mid-sentence, and the chat roles are single tokens
+    for word in ['red', 'yellow', 'left', 'two', 'user', 'assistant']: assert len(back(word)['input_ids']) == 1, word
+    for word in ['red', 'yellow', 'left']: assert len(back(' ' + word)['input_ids']) == 1, word
+    assert back.decode(back('A red square moves left.')['input_ids']) == 'A red square moves left.'
+
+
+def test_num_video_tokens_matches_features(model, tok, cfg, pixels):
+    with torch.no_grad():
+        for pooling in ('llava_next', 'spatiotemporal'):
+            m = model if pooling == 'llava_next' else build_video_lmm(dataclasses.replace(cfg, pooling=pooling), tok)
+            for frames in (1, FRAMES):
+                assert encode_video(m, pixels[:2, :frames]).shape == (2, num_video_tokens(m, frames), cfg.text_hidden)
+    assert num_video_tokens(ModelConfig(image_size=336, patch_size=14, pooling='spatiotemporal'), 50) == 626
+
+
+def test_save_load_round_trip(ckpt, model, tok, pixels):
+    loaded = load_video_lmm(ckpt)
+    ids, mask = batch(tok, num_video_tokens(model, FRAMES))
+    with torch.no_grad():
+        a = model(input_ids=ids, attention_mask=mask, pixel_values_videos=pixels).logits
+        b = loaded.model(input_ids=ids, attention_mask=mask, pixel_values_videos=pixels).logits
+    assert torch.equal(a, b)
+    assert loaded.tokenizer.get_vocab() == tok.get_vocab() and loaded.tokenizer.chat_template == tok.chat_template
+    assert loaded.preprocess.mean == CLIP_MEAN and loaded.preprocess.height == 64
+    assert loaded.model.generation_config.pad_token_id == tok.pad_token_id
+
+
+def test_frame_preprocess_file_order(tmp_path):
+    d = tmp_path
+    (d/'preprocessor_config.json').write_text(json.dumps({'image_mean': [0.1] * 3, 'image_std': [0.2] * 3, 'size': {'height': 32, 'width': 48}}))
+    got = read_frame_preprocess(d, 99)
+    assert (got.height, got.width, got.mean, got.source.endswith('preprocessor_config.json')) == (32, 48, (0.1,) * 3, True)
+    (d/'processor_config.json').write_text(json.dumps({'video_processor': {'image_mean': [0.3] * 3, 'image_std': [0.4] * 3, 'size': 16}}))
+    got = read_frame_preprocess(d, 99)
+    assert (got.height, got.mean, got.source.endswith('[video_processor]')) == (16, (0.3,) * 3, True)
+    (d/'video_preprocessor_config.json').write_text('{"image_mean": [0.5, 0.5]')
+    with pytest.raises(ValueError, match='video_preprocessor_config.json: invalid JSON'): read_frame_preprocess(d, 99)
+
+
+def test_load_errors(tmp_path, ckpt):
+    with pytest.raises(FileNotFoundError, match='the hub is offline'): load_video_lmm('some-org/some-video-lmm')
+    with pytest.raises(FileNotFoundError, match='no config.json'): load_video_lmm(tmp_path)
+    with pytest.raises(ValueError, match="unknown dtype 'fp8'"): load_video_lmm(ckpt, dtype='fp8')
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match='load_in_4bit needs a GPU'): load_video_lmm(ckpt, load_in_4bit=True)
+        with pytest.raises(RuntimeError, match='no GPU is available'): load_video_lmm(ckpt, device='cuda')
+
+
+@pytest.mark.parametrize('side', ['left', 'right'])
+def test_shared_features_equal_pixel_path(model, tok, pixels, side):
+    ids, mask = batch(tok, num_video_tokens(model, FRAMES), side, ANSWERS)
+    with torch.no_grad():
+        direct = model(input_ids=ids, attention_mask=mask, pixel_values_videos=pixels).logits
+        shared = model(inputs_embeds=embed_inputs(model, ids, encode_video(model, pixels)), attention_mask=mask).logits
+    torch.testing.assert_close(shared, direct, rtol=0, atol=1e-5)
+
+
+def test_embed_inputs_rows_without_video_and_gradients(model, tok, pixels):
+    ids, mask = batch(tok, num_video_tokens(model, FRAMES))
+    words = tok('red left two')['input_ids']
+    text_only = torch.full_like(ids[:1], tok.pad_token_id); text_only[0, -len(words):] = torch.tensor(words)
+    mixed = torch.cat([ids[:1], text_only, ids[1:2]])
+    feats = encode_video(model, pixels[:2])
+    embeds = embed_inputs(model, mixed, feats)
+    torch.testing.assert_close(embeds[0], embed_inputs(model, ids[:1], feats[:1])[0])
+    torch.testing.assert_close(embeds[2], embed_inputs(model, ids[1:2], feats[1:2])[0])
+    # the vision tower is trained through the shared path (SFT trains it)
+    model.zero_grad()
+    embeds.sum().backward()
+    assert model.model.vision_tower.embeddings.patch_embedding.weight.grad.abs().sum() > 0
+    model.zero_grad()
+    with pytest.raises(ValueError, match=r'placeholders per row are \[\d+, 0, \d+\], but the features are 3 videos'):
+        embed_inputs(model, mixed, encode_video(model, pixels))
+
+
+def test_generation_batched_equals_one_by_one(model, tok, pixels):
+    ids, mask = batch(tok, num_video_tokens(model, FRAMES))
+    assert (mask[:, 0] == 0).any()  # really left padded
+    with torch.no_grad():
+        feats = encode_video(model, pixels)
+        out = generate_with_video(model, ids, mask, feats, max_new_tokens=10, do_sample=False)
+        for i in range(len(QUESTIONS)):
+            keep = mask[i].bool()
+            one = generate_with_video(model, ids[i:i + 1, keep], mask[i:i + 1, keep], feats[i:i + 1], max_new_tokens=10, do_sample=False)[0]
+            assert out[i, :len(one)].tolist() == one.tolist()
+            assert (out[i, len(one):] == tok.pad_token_id).all()
+
+
+def test_lora_on_language_model_only_and_reference(model, tok, pixels):
+    ids, mask = batch(tok, num_video_tokens(model, FRAMES))
+    with torch.no_grad(): base = model(inputs_embeds=embed_inputs(model, ids, encode_video(model, pixels)), attention_mask=mask).logits
+    policy = add_role_adapter(copy.deepcopy(model), 'policy', target_modules=None, init_lora_weights=False)
+    lora_names = [n for n, _ in policy.named_modules() if 'lora_A' in n]
+    assert lora_names and all('language_model' in n for n in lora_names)
+    assert not any('vision_tower' in n or 'multi_modal_projector' in n for n, _ in policy.named_modules() if 'lora' in n)
+    # a plain name list would have hit the vision tower: the regex is what keeps it off
+    assert any('vision_tower' in n and n.endswith('q_proj') for n, _ in model.named_modules())
+    with torch.no_grad():
+        embeds = embed_inputs(policy, ids, encode_video(policy, pixels))
+        pol = policy(inputs_embeds=embeds, attention_mask=mask).logits
+        with policy.disable_adapter(): ref = policy(inputs_embeds=embeds, attention_mask=mask).logits
+    assert (pol - base).abs().max() > 1e-3
+    torch.testing.assert_close(ref, base, rtol=0, atol=1e-6)
+
+
+def test_scalar_head_padding_side_and_round_trip(tmp_path, model, tok, pixels, ckpt):
+    n = num_video_tokens(model, FRAMES)
+    left, lmask = batch(tok, n, 'left', ANSWERS)
+    right, rmask = batch(tok, n, 'right', ANSWERS)
+    backbone = add_role_adapter(copy.deepcopy(model), 'reward', init_lora_weights=False)
+    rm = ScalarHeadModel(backbone, role='reward')
+    with torch.no_grad():
+        feats = encode_video(model, pixels)
+        s_left, s_right = rm(left, lmask, feats), rm(right, rmask, feats)
+        per_tok = ScalarHeadModel(backbone, role='reward', per_token=True)
+        per_tok.head.load_state_dict(rm.head.state_dict())
+        v = per_tok(right, rmask, feats)
+    torch.testing.assert_close(s_left, s_right, rtol=0, atol=1e-5)
+    # the sequence score is the per-token value at the last real token
+    torch.testing.assert_close(v.gather(1, last_token_index(rmask)[:, None]).squeeze(1), s_right, rtol=0, atol=1e-6)
+    assert s_left.std() > 0
+    rm.save_pretrained(tmp_path/'rm')
+    assert not list((tmp_path/'rm').rglob('*.bin')) and not list((tmp_path/'rm').rglob('*.pt'))
+    back = ScalarHeadModel.from_pretrained(tmp_path/'rm', load_video_lmm(ckpt).model)
+    with torch.no_grad(): torch.testing.assert_close(back(left, lmask, feats), s_left, rtol=0, atol=1e-6)
+    # loaded beside another role's adapter on the same base: each runs with its own
+    shared = add_role_adapter(load_video_lmm(ckpt).model, 'policy')
+    again = ScalarHeadModel.from_pretrained(tmp_path/'rm', shared)
+    assert sorted(shared.peft_config) == ['policy', 'reward'] and shared.active_adapter == 'policy'
+    with torch.no_grad(): torch.testing.assert_close(again(left, lmask, feats), s_left, rtol=0, atol=1e-6)
+    assert shared.active_adapter == 'policy'
+
+
+def test_active_role_restores_trainability(model):
+    m = add_role_adapter(copy.deepcopy(model), 'reward')
+    m = add_role_adapter(m, 'value')
+    before = {n: p.requires_grad for n, p in m.named_parameters()}
+    with active_role(m, 'reward'): assert m.active_adapter == 'reward'
+    assert m.active_adapter == 'value' and before == {n: p.requires_grad for n, p in m.named_parameters()}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a GPU')
+def test_cuda_bf16_load_and_generate(ckpt, tok, pixels):
+    lm = load_video_lmm(ckpt, dtype='bfloat16', device='cuda')
+    ids, mask = batch(tok, num_video_tokens(lm.model, FRAMES))
+    with torch.no_grad():
+        feats = encode_video(lm.model, pixels.cuda())
+        assert feats.dtype == torch.bfloat16 and feats.is_cuda
+        out = generate_with_video(lm.model, ids.cuda(), mask.cuda(), feats, max_new_tokens=5, do_sample=False)
+    assert out.shape[0] == len(QUESTIONS)
+    rm = ScalarHeadModel(add_role_adapter(lm.model, 'reward'), role='reward')
+    with torch.no_grad(): assert rm(ids.cuda(), mask.cuda(), feats).dtype == torch.float32
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or not __import__('importlib').util.find_spec('bitsandbytes'), reason='needs a GPU and bitsandbytes')
+def test_cuda_4bit_load(ckpt):
+    lm = load_video_lmm(ckpt, dtype='bfloat16', device='cuda', load_in_4bit=True)
+    assert type(lm.model.model.language_model.layers[0].self_attn.q_proj).__name__ == 'Linear4bit'
+    assert type(lm.model.model.vision_tower.encoder.layers[0].self_attn.q_proj).__name__ == 'Linear'
