@@ -46,3 +46,21 @@ def test_notebook_runs(name, tmp_path):
     # run from the notebook's own folder, as a reader would, so that relative paths mean the same
     pm.execute_notebook(str(staged), str(tmp_path/('out-' + src.name)), parameters=PARAMS.get(name, {}),
                         kernel_name='python3', cwd=str(src.parent), progress_bar=False)
+
+def _mixes_imports_and_code(src:str) -> bool:
+    "nbdev's docs build executes every cell that imports something: such a cell must hold imports only."
+    import ast
+    lines = [l for l in src.splitlines() if not l.lstrip().startswith('#|')]
+    try: tree = ast.parse('\n'.join(lines))
+    except SyntaxError: return False  # magics and the like: nbdev does not execute them either
+    kinds = {isinstance(n, (ast.Import, ast.ImportFrom)) for n in tree.body}
+    return kinds == {True, False}
+
+def test_import_cells_hold_only_imports():
+    bad = []
+    for name in NOTEBOOKS:
+        for i, c in enumerate(json.loads((NBS/name).read_text())['cells']):
+            src = ''.join(c['source'])
+            if c['cell_type'] != 'code' or re.search(r'^\s*#\s*\|\s*export', src, re.M): continue
+            if _mixes_imports_and_code(src): bad.append(f'{name} cell {i}: {src.splitlines()[0][:60]}')
+    assert not bad, 'cells that mix imports with other code (split them; nbdev executes import cells when building docs):\n' + '\n'.join(bad)
