@@ -14,3 +14,20 @@ def test_env_report(capsys):
     assert main(['env']) == 0
     out = capsys.readouterr().out
     assert 'torch' in out and 'hf_offline' in out
+
+def test_run_and_report(tmp_path, capsys):
+    args = ['run', '--set', f'root={tmp_path}', '--set', 'name=t', '--set', 'world.n_sft=2', '--set', 'world.n_rl=2',
+            '--set', 'world.n_rm=2', '--set', 'world.n_bench=2', '--set', 'world.n_text=5', '--stage', 'world']
+    assert main(args[:1] + ['/dev/null'] + args[1:]) == 0
+    assert (tmp_path/'t'/'world'/'DONE.json').exists() and not (tmp_path/'t'/'frames').exists()
+    assert main(['report', str(tmp_path/'t')]) == 0
+    out = capsys.readouterr().out
+    assert 'world' in out and 'frames     not done' in out
+
+def test_config_errors_name_the_key(tmp_path, capsys):
+    cfg = tmp_path/'c.yaml'; cfg.write_text('world:\n  n_sft: -1\n')
+    assert main(['run', str(cfg)]) == 2
+    assert 'world.n_sft: must be >= 0' in capsys.readouterr().err
+    cfg.write_text('wrold: {}\n')
+    assert main(['run', str(cfg)]) == 2
+    assert "unknown key 'wrold'" in capsys.readouterr().err
