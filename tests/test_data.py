@@ -122,3 +122,15 @@ def test_frames_from_images_and_video(tmp_path):
     assert np.abs(a[:, 16, 16, 0].astype(int) - b[:, 16, 16, 0].astype(int)).max() < 8
     Image.fromarray(frames[0][:16]).save(tmp_path/'odd.jpg')
     with pytest.raises(ValueError, match='differ in size'): load_sample_frames({'images': ['0.jpg', 'odd.jpg']}, tmp_path, 2)
+
+def test_empty_file_gives_an_empty_dataset(tmp_path):
+    (tmp_path/'p.json').write_text('[]')
+    ds, problems = read_preferences(tmp_path/'p.json')
+    assert len(ds) == 0 and problems == [] and 'output_1' in ds.column_names
+
+def test_unpaired_surrogate_is_a_typed_record(tmp_path):
+    good = {'video_name': 'v1', 'question_id': 'q1', 'question': 'What color?', 'answer': 'red'}
+    (tmp_path/'qa.json').write_text(json.dumps([good, dict(good, question_id='q2', answer='re\ud800d')], indent=1))
+    ds, problems = read_qa(tmp_path/'qa.json', on_error='record')
+    assert ds['question_id'] == ['q1'] and count_statuses(problems) == {'decode_error': 1}
+    assert "qa.json: line 8: key 'answer': text is not valid UTF-8" in problems[0]['message']
