@@ -1,0 +1,224 @@
+"""PPO phases at real scale on one GPU: a LLaVA-NeXT-Video-7B-shaped model with random weights (Vicuna-7B text
+config, CLIP ViT-L/14-336 vision config; nothing is downloaded), bf16, batch 16 videos x 8 frames, 128 new tokens.
+
+Measured side by side in one run, through the package's own code path (model.encode_video, embed_inputs,
+generate_with_video, add_role_adapter, ScalarHeadModel):
+  vision encoding; prefill; decode step time against the memory-bandwidth floor
+  (LM weight bytes + KV-cache bytes at the end) / 3.35 TB/s, for plain `generate` (dynamic cache), static cache +
+  compilation, the same with the policy's LoRA active (unmerged), after an in-place LoRA update, inside
+  disable_adapter() (the reference), and with the LoRA merged into the base for the rollout;
+  the learn phase (LoRA forward + backward over prompt + response, gradient checkpointing) in tokens/s and MFU;
+  the peak memory of one PPO step with the four roles (policy + reference on one base, reward + value on another).
+
+Usage: python benchmarks/bench_gpu_7b.py [--shape 7b|tiny] [--out FILE] [--no-compile] [--budget-s 480]
+Each measurement is guarded: a failure is recorded and the next one runs; past --budget-s the rest is skipped.
+"""
+import argparse, datetime, json, os, platform, sys, time, traceback
+from pathlib import Path
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault('HF_HUB_OFFLINE', '1')
+from vlm_rlaif.model import ScalarHeadModel, add_role_adapter, embed_inputs, encode_video, generate_with_video, num_video_tokens
+
+HBM_BYTES_PER_S = 3.35e12       # H100 SXM memory bandwidth
+PEAK_BF16_DENSE = 989e12        # H100 SXM dense bf16 (spec); perf-notes.md measured ~790e12 in practice
+VIDEO_TOKEN = 'video token: the last id of the vocabulary'
+
+def build(shape:str, device, dtype):
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaNextVideoConfig, LlavaNextVideoForConditionalGeneration
+    if shape == '7b':
+        text = LlamaConfig(vocab_size=32064, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
+                           num_key_value_heads=32, max_position_embeddings=4096, rms_norm_eps=1e-5)
+        vision = CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16, image_size=336, patch_size=14,
+                                  projection_dim=768)
+        layer = -2
+    else:
+        text = LlamaConfig(vocab_size=512, hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
+                           max_position_embeddings=1024)
+        vision = CLIPVisionConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, image_size=56, patch_size=14)
+        layer = -1
+    video_id = text.vocab_size - 1  # VIDEO_TOKEN
+    cfg = LlavaNextVideoConfig(text_config=text, vision_config=vision, video_token_index=video_id, image_token_index=video_id - 1,
+                               vision_feature_layer=layer, vision_feature_select_strategy='default', spatial_pool_stride=2)
+    cfg.video_pooling = 'llava_next'
+    torch.manual_seed(0)
+    prev = torch.get_default_dtype(); torch.set_default_dtype(dtype)
+    with torch.device(device): model = LlavaNextVideoForConditionalGeneration(cfg)
+    torch.set_default_dtype(prev)
+    model.eval()
+    model.generation_config.pad_token_id = 0
+    model.generation_config.eos_token_id = None  # every row generates all the new tokens
+    return model
+
+def lm_param_count(model) -> int:
+    m = getattr(model, 'base_model', model)
+    m = getattr(m, 'model', m)
+    return sum(p.numel() for n, p in model.named_parameters() if 'language_model' in n and 'lora_' not in n)
+
+def sync(device):
+    if device.type == 'cuda': torch.cuda.synchronize()
+
+def timed(fn, device, reps=1):
+    "(result of the last call, mean seconds per call)"
+    sync(device); t0 = time.perf_counter()
+    for _ in range(reps): out = fn()
+    sync(device)
+    return out, (time.perf_counter() - t0) / reps
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument('--shape', default='7b', choices=['7b', 'tiny'])
+    ap.add_argument('--batch', type=int, default=16)
+    ap.add_argument('--frames', type=int, default=8)
+    ap.add_argument('--new-tokens', type=int, default=128)
+    ap.add_argument('--learn-batch', type=int, default=8)
+    ap.add_argument('--no-compile', action='store_true')
+    ap.add_argument('--budget-s', type=float, default=480)
+    ap.add_argument('--out', default=str(ROOT/'benchmarks'/'results'/'gpu_7b.md'))
+    a = ap.parse_args()
+    device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    dtype = torch.bfloat16 if device.type == 'cuda' else torch.float32
+    t_start = time.time()
+    res, lines = {}, []
+    def log(msg):
+        print(msg, flush=True); lines.append(msg)
+        write()
+    def write():
+        head = [f'# GPU benchmark: PPO phases at the 7B shape ({a.shape})', '',
+                f'- date: {datetime.date.today()}  machine: {torch.cuda.get_device_name(0) if device.type == "cuda" else platform.processor() or "cpu"}',
+                f'- torch {torch.__version__}, transformers {__import__("transformers").__version__}, peft {__import__("peft").__version__}',
+                f'- command: `python benchmarks/bench_gpu_7b.py --shape {a.shape}{" --no-compile" if a.no_compile else ""}`', '', '```']
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_text('\n'.join(head + lines + ['```', '', '```json', json.dumps(res, indent=1), '```']) + '\n')
+    def step(name, fn):
+        if time.time() - t_start > a.budget_s: log(f'{name}: skipped (past the {a.budget_s:.0f} s budget)'); return None
+        try: return fn()
+        except Exception as e:
+            log(f'{name}: FAILED {type(e).__name__}: {str(e).splitlines()[0][:300]}')
+            traceback.print_exc(); return None
+
+    _, t = timed(lambda: None, device)
+    model, t_build = timed(lambda: build(a.shape, device, dtype), device)
+    cfg = model.config
+    n_lm = lm_param_count(model)
+    lm_bytes = n_lm * torch.finfo(dtype).bits // 8
+    n_vid = num_video_tokens(model, a.frames)
+    size = cfg.vision_config.image_size
+    log(f'model built in {t_build:.1f}s: LM params {n_lm/1e9:.2f} B ({lm_bytes/1e9:.1f} GB), {n_vid} video tokens for {a.frames} frames')
+    g = torch.Generator(device='cpu').manual_seed(0)
+    pixels = torch.randn(a.batch, a.frames, 3, size, size, generator=g).to(device, dtype)
+    text_len = 16
+    vid = cfg.video_token_index
+    ids = torch.randint(1, vid - 2, (a.batch, 2 * text_len + n_vid), generator=g)
+    ids[:, text_len:text_len + n_vid] = vid
+    ids, mask = ids.to(device), torch.ones_like(ids).to(device)
+    prompt_len = ids.shape[1]
+    # KV cache at the end of generation: K and V, every layer, every row, every position
+    tc = cfg.text_config
+    kv_bytes = 2 * tc.num_hidden_layers * a.batch * (prompt_len + a.new_tokens) * tc.num_key_value_heads * (tc.hidden_size // tc.num_attention_heads) * torch.finfo(dtype).bits // 8
+    floor_s = (lm_bytes + kv_bytes) / HBM_BYTES_PER_S
+    res.update(lm_params=n_lm, lm_bytes=lm_bytes, kv_bytes_end=kv_bytes, decode_floor_ms=floor_s * 1e3, prompt_len=prompt_len, batch=a.batch)
+    log(f'prompt {prompt_len} tokens x {a.batch}; decode floor (weights {lm_bytes/1e9:.1f} GB + KV {kv_bytes/1e9:.1f} GB) / 3.35 TB/s = {floor_s*1e3:.2f} ms')
+
+    with torch.no_grad():
+        feats = step('vision', lambda: timed(lambda: encode_video(model, pixels), device, 1)[0])
+        if feats is None: return
+        _, t_vis = timed(lambda: encode_video(model, pixels), device, 3)
+        res['vision_ms'] = t_vis * 1e3; log(f'vision encoding, {a.batch} x {a.frames} frames: {t_vis*1e3:.1f} ms')
+        def prefill():
+            emb = embed_inputs(model, ids, feats)
+            return model(inputs_embeds=emb, attention_mask=mask, use_cache=True, logits_to_keep=1)
+        step('prefill warm-up', prefill)
+        r = step('prefill', lambda: timed(prefill, device, 3))
+        t_pre = r[1] if r else float('nan')
+        res['prefill_ms'] = t_pre * 1e3; log(f'prefill: {t_pre*1e3:.1f} ms')
+
+        def gen(m, **kw):
+            return generate_with_video(m, ids, mask, feats, max_new_tokens=a.new_tokens, min_new_tokens=a.new_tokens, do_sample=True, **kw)
+        def decode_ms(total_s): return (total_s - t_pre) / (a.new_tokens - 1) * 1e3
+        def measure(label, m, reps=2, **kw):
+            _, first = timed(lambda: gen(m, **kw), device)
+            _, t = timed(lambda: gen(m, **kw), device, reps)
+            ms = decode_ms(t)
+            res[label] = dict(first_call_s=first, generate_s=t, decode_step_ms=ms, x_floor=ms / (floor_s * 1e3))
+            log(f'{label}: first call {first:.1f}s, then {t:.2f}s per generate = {ms:.2f} ms/step = {ms/(floor_s*1e3):.2f}x floor')
+        static = {} if a.no_compile else dict(cache_implementation='static')
+        step('dynamic', lambda: measure('decode_dynamic', model, reps=1))
+        if not a.no_compile: step('static', lambda: measure('decode_static_compiled', model, **static))
+
+    policy = add_role_adapter(model, 'policy', r=64, alpha=16)
+    for n, p in policy.named_parameters():   # a trained adapter: B is zero at init, which would make LoRA a no-op
+        if 'lora_B' in n: torch.nn.init.normal_(p, std=1e-3)
+    with torch.no_grad():
+        step('lora', lambda: measure('decode_lora_unmerged', policy, **static))
+        def update_and_measure():
+            for n, p in policy.named_parameters():
+                if 'lora_' in n: p.add_(torch.randn_like(p) * 1e-4)   # an optimizer step, in place
+            measure('decode_lora_after_update', policy, **static)
+        step('lora update', update_and_measure)
+        def reference():
+            with policy.disable_adapter(): measure('decode_reference_disabled', policy, **static)
+        step('reference', reference)
+        def merged():
+            policy.merge_adapter()
+            try: measure('decode_lora_merged', policy, **static)
+            finally: policy.unmerge_adapter()
+        step('merged', merged)
+
+    # the learn phase: LoRA forward + backward over prompt + response, gradient checkpointing
+    def learn():
+        policy.train()
+        policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={'use_reentrant': False})
+        policy.enable_input_require_grads()
+        b = a.learn_batch
+        seq = torch.cat([ids[:b], torch.randint(1, vid - 2, (b, a.new_tokens), device=device)], 1)
+        m = torch.ones_like(seq)
+        with torch.no_grad(): f = feats[:b]
+        def fwd_bwd():
+            emb = embed_inputs(policy, seq, f)
+            out = policy(inputs_embeds=emb, attention_mask=m, logits_to_keep=a.new_tokens + 1)
+            logp = out.logits[:, :-1].float().log_softmax(-1).gather(-1, seq[:, -a.new_tokens:, None]).mean()
+            (-logp).backward()
+            policy.zero_grad(set_to_none=True)
+        fwd_bwd()
+        _, t = timed(fwd_bwd, device, 3)
+        tokens = b * seq.shape[1]
+        tps = tokens / t
+        flops = 6 * n_lm * tokens / t   # 2N forward + 4N backward per token (recomputation not counted)
+        res['learn'] = dict(seconds=t, tokens=tokens, tokens_per_s=tps, tflops=flops / 1e12, mfu_spec=flops / PEAK_BF16_DENSE,
+                            peak_mem_gb=torch.cuda.max_memory_allocated() / 1e9 if device.type == 'cuda' else None)
+        log(f'learn: {b} x {seq.shape[1]} tokens in {t:.2f}s = {tps:,.0f} tokens/s, {flops/1e12:.0f} TFLOP/s (6N), MFU {flops/PEAK_BF16_DENSE:.1%} of 989 TFLOP/s')
+        policy.gradient_checkpointing_disable(); policy.eval()
+    step('learn', learn)
+
+    # one PPO step with the four roles: policy + reference (one base), reward + value (a second base)
+    def four_roles():
+        if device.type == 'cuda': torch.cuda.reset_peak_memory_stats()
+        base2 = build(a.shape, device, dtype)
+        rm_lm = add_role_adapter(base2, 'reward', r=64, alpha=16)
+        reward = ScalarHeadModel(rm_lm, role='reward')
+        value = ScalarHeadModel(add_role_adapter(rm_lm, 'value', r=64, alpha=16), role='value', per_token=True, zero_init=True)
+        reward.to(device); value.to(device)
+        b = a.learn_batch
+        with torch.no_grad():
+            resp = gen(policy)[:b]
+            seq = torch.cat([ids[:b], resp], 1); m = torch.ones_like(seq); f = feats[:b]
+            with policy.disable_adapter(): policy(inputs_embeds=embed_inputs(policy, seq, f), attention_mask=m, logits_to_keep=a.new_tokens + 1)
+            reward(seq, m, video_features=f)
+        policy.train(); value.train()
+        for mdl in (policy, rm_lm):
+            mdl.gradient_checkpointing_enable(gradient_checkpointing_kwargs={'use_reentrant': False}); mdl.enable_input_require_grads()
+        out = policy(inputs_embeds=embed_inputs(policy, seq, f), attention_mask=m, logits_to_keep=a.new_tokens + 1)
+        out.logits.float().mean().backward()
+        value(seq, m, video_features=f).float().mean().backward()
+        sync(device)
+        peak = torch.cuda.max_memory_allocated() / 1e9 if device.type == 'cuda' else float('nan')
+        res['ppo_step_four_roles_peak_gb'] = peak
+        log(f'one PPO step, four roles (two bases), batch {b}: peak memory {peak:.1f} GB')
+    step('four roles', four_roles)
+    log(f'total {time.time() - t_start:.0f}s')
+
+if __name__ == '__main__':
+    main()
