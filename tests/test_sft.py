@@ -111,7 +111,9 @@ def test_two_processes_equal_one_process_with_twice_the_accumulation(base_run, t
     launch = [sys.executable, '-m', 'accelerate.commands.launch', '--multi_gpu', '--num_processes', '2', '--num_machines', '1',
               '--mixed_precision', 'no', '--dynamo_backend', 'no', '--main_process_port', str(_free_port())]
     p = subprocess.run(launch + [str(script), str(tmp_path), 'two', json.dumps(config_to_dict(cfg))], env=env, capture_output=True, text=True)
-    assert p.returncode == 0, p.stderr[-3000:]
+    # the first traceback is the worker that failed first; the others only report that their peer went away
+    first = p.stderr.find('Traceback')
+    assert p.returncode == 0, p.stderr[max(first, 0):][:4000]
     assert json.loads((two.path/'sft'/'DONE.json').read_text())['processes'] == 2
     assert json.loads((one.path/'sft'/'DONE.json').read_text())['processes'] == 1
     diff = max_diff(weights(one), weights(two))

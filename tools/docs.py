@@ -64,6 +64,26 @@ def _prepare(nb):
     nb.cells = cells
     return nb
 
+def _default_exp(nb_path:Path) -> str|None:
+    "The module a notebook exports to (its `#| default_exp`), or None."
+    import nbformat
+    for c in nbformat.read(nb_path, as_version=4).cells:
+        m = re.search(r'^\s*#\s*\|\s*default_exp\s+(\S+)', c.source, re.M)
+        if m: return m.group(1)
+    return None
+
+def _other_names_html(module:str, text:str) -> str:
+    "A section for the exported names that show_doc does not render (constants): name and value."
+    import importlib
+    mod = importlib.import_module(f'vlm_rlaif.{module}')
+    names = [n for n in getattr(mod, '__all__', []) if not re.search(rf'\b{re.escape(n)}\b', text)]
+    if not names: return ''
+    def value(n):
+        r = repr(getattr(mod, n))
+        return r if len(r) < 400 else r[:400] + ' ...'
+    items = ''.join(f'<h4 id="{n}"><code>{n}</code></h4><pre>{html.escape(value(n))}</pre>' for n in names)
+    return f'<h2 id="other-exported-names">Other exported names</h2><p>Constants of <code>vlm_rlaif.{module}</code>:</p>{items}'
+
 def _page_name(rel:Path, fm:dict) -> str:
     out = fm.get('output-file')
     name = out if out else rel.with_suffix('.html').name
@@ -123,6 +143,8 @@ def build_site(out:Path) -> list[Path]:
             cls = ' class="active"' if q is p else ''
             nav.append(f'<a{cls} href="{root}{q["out"]}">{html.escape(str(q["title"]))}</a>')
         body, _ = exporter.from_notebook_node(_prepare(p['nb']))
+        module = _default_exp(ROOT/'nbs'/p['rel'])
+        if module: body += _other_names_html(module, html.unescape(re.sub(r'<[^>]+>', '', body)))
         def relink(m):
             target = link_map.get(m.group(2))
             return f'{m.group(1)}{root}{target}' if target else m.group(0)
