@@ -269,3 +269,13 @@ def test_dataloader_with_two_workers(tmp):
     torch.testing.assert_close(x, again, rtol=0, atol=0)
     direct = fr.preprocess_frames(read_frames(paths[2], sample_uniform(18, 8, 8).indices), 32)
     torch.testing.assert_close(x[2], direct, rtol=0, atol=0)
+
+def test_same_frames_same_bytes_whatever_the_buffer(tmp_path):
+    "The encoder input is converted in numpy: frames from differently aligned buffers give byte-identical files."
+    import numpy as np
+    from vlm_rlaif.frames import write_video
+    rng = np.random.default_rng(1)
+    clip = (rng.random((8, 32, 32, 3)) * 255).astype(np.uint8)
+    files = [write_video(tmp_path/f'{i}.mp4', c).read_bytes()
+             for i, c in enumerate([clip, clip.copy(), np.asfortranarray(clip), clip[:, ::-1][:, ::-1]])]
+    assert all(f == files[0] for f in files)

@@ -115,3 +115,13 @@ def test_build_world_formats(tmp_path):
     for q in qs:   # the reference answer of every benchmark question scores as correct
         assert score_answer(truths[q['video_name']], q, q['answer'])['correct'], q
     assert done['counts']['qa'] == len(qa)
+
+def test_object_question_context_needs_a_right_claim():
+    "An empty or garbage answer to a question about one object gets no context credit (it once got 5 for naming nothing)."
+    import numpy as np
+    from vlm_rlaif.world import WorldConfig, world_truth, make_question, score_answer
+    cfg = WorldConfig(max_objects=1, min_objects=1)
+    truth = world_truth(cfg, 'bench', 0)
+    q = make_question(truth, 'object', np.random.default_rng(0))
+    for bad in ['', 'zzz qqq', '....']: assert score_answer(truth, q, bad)['context'] == 0.0, bad
+    assert score_answer(truth, q, q['answer'])['context'] == 5.0
