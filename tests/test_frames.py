@@ -9,7 +9,7 @@ import torch
 
 import vlm_rlaif.frames as fr
 from vlm_rlaif.core import JsonlStore
-from vlm_rlaif.frames import (FrameCache, FramesConfig, VideoError, VideoFramesDataset, build_manifest, load_video,
+from vlm_rlaif.frames import (rgb_to_yuv420p, FrameCache, FramesConfig, VideoError, VideoFramesDataset, build_manifest, load_video,
                               probe_video, read_frames, read_video, sample_uniform, write_video)
 
 needs_decord = pytest.mark.skipif(not fr.decord_available(), reason='decord is not installed')
@@ -67,9 +67,9 @@ def test_truncated_mp4_with_index_first(tmp):
     with av.open(str(p), 'w', format='mp4', options={'movflags': 'faststart'}) as c:
         s = c.add_stream('libx264', rate=8); s.width = s.height = 64; s.pix_fmt = 'yuv420p'
         for f in moving(40):
-            c.mux(s.encode(av.VideoFrame.from_ndarray(f, format='rgb24')))
+            c.mux(s.encode(av.VideoFrame.from_ndarray(rgb_to_yuv420p(f), format='yuv420p')))  # deterministic bytes, so a deterministic cut
         c.mux(s.encode())
-    cut.write_bytes(p.read_bytes()[:p.stat().st_size // 2])
+    cut.write_bytes(p.read_bytes()[:p.stat().st_size * 2 // 5])
     rec = probe_video(cut)
     assert rec['status'] == 'decode_error' and rec['n_frames'] == 40 and 'fs_cut.mp4' in rec['message']
     with pytest.raises(VideoError, match='fs_cut.mp4') as e: read_frames(cut, [0, 39], 'pyav')
