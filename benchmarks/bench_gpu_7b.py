@@ -24,7 +24,6 @@ from vlm_rlaif.model import ScalarHeadModel, add_role_adapter, embed_inputs, enc
 
 HBM_BYTES_PER_S = 3.35e12       # H100 SXM memory bandwidth
 PEAK_BF16_DENSE = 989e12        # H100 SXM dense bf16 (spec); perf-notes.md measured ~790e12 in practice
-VIDEO_TOKEN = 'video token: the last id of the vocabulary'
 
 def build(shape:str, device, dtype):
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaNextVideoConfig, LlavaNextVideoForConditionalGeneration
@@ -39,7 +38,7 @@ def build(shape:str, device, dtype):
                            max_position_embeddings=1024)
         vision = CLIPVisionConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, image_size=56, patch_size=14)
         layer = -1
-    video_id = text.vocab_size - 1  # VIDEO_TOKEN
+    video_id = text.vocab_size - 1  # the video placeholder: the last id of the (random-weight) vocabulary
     cfg = LlavaNextVideoConfig(text_config=text, vision_config=vision, video_token_index=video_id, image_token_index=video_id - 1,
                                vision_feature_layer=layer, vision_feature_select_strategy='default', spatial_pool_stride=2)
     cfg.video_pooling = 'llava_next'
@@ -53,8 +52,7 @@ def build(shape:str, device, dtype):
     return model
 
 def lm_param_count(model) -> int:
-    m = getattr(model, 'base_model', model)
-    m = getattr(m, 'model', m)
+    "Parameters of the language model (LoRA weights excluded)."
     return sum(p.numel() for n, p in model.named_parameters() if 'language_model' in n and 'lora_' not in n)
 
 def sync(device):
@@ -99,7 +97,6 @@ def main():
             log(f'{name}: FAILED {type(e).__name__}: {str(e).splitlines()[0][:300]}')
             traceback.print_exc(); return None
 
-    _, t = timed(lambda: None, device)
     model, t_build = timed(lambda: build(a.shape, device, dtype), device)
     cfg = model.config
     n_lm = lm_param_count(model)
