@@ -5,9 +5,9 @@ from file to uint8 frames at model size (`load_video`; the model size equals the
 
 - decord:      `load_video(backend='decord')`, one reader, one get_batch of the sorted unique indices
 - pyav:        `load_video(backend='pyav')`, this module's fallback: decodes every frame up to the last index
-               (the last frame, for uniform sampling), converts only the wanted ones to RGB
+               (the last frame, for uniform sampling), converts only the wanted ones to RGB (one converter per read)
 - pyav naive:  decode every frame to RGB with PyAV, then select (what a plain PyAV reader does)
-- cache:       `load_video` with a warm `FrameCache` (one .npz load)
+- cache:       `load_video` with a warm `FrameCache` (a stat of the video, one safetensors entry read)
 
 Methods are interleaved round-robin within each configuration, so background load affects them alike.
 Each video is written twice: with libx264's default keyframe interval (250 frames: one keyframe per clip) and
@@ -21,7 +21,7 @@ import av
 import numpy as np
 import torch
 
-from vlm_rlaif.frames import FrameCache, FramesConfig, decord_available, load_video, sample_uniform, write_video
+from vlm_rlaif.frames import FrameCache, FramesConfig, decord_available, load_video, sample_uniform, time_tolerance, write_video
 
 
 def make_video(T, S, fps):
@@ -89,9 +89,13 @@ def main():
             'naive': lambda: pyav_naive(path, idx),
             'cache': lambda: load_video(path, cfg, cache),
         }
-        ref = methods['pyav']()[0]
-        for name, fn in methods.items():  # warm up, and check that every method returns the same frames
-            got = fn(); got = got[0] if isinstance(got, tuple) else got
+        ref, ref_sample = methods['pyav']()
+        for name, fn in methods.items():  # warm up, and check that every method returns the same frames and times
+            got = fn()
+            if isinstance(got, tuple):
+                got, sample = got
+                assert np.array_equal(sample.indices, ref_sample.indices), f'{name} samples other frames at {S}px, {n} frames'
+                assert np.abs(sample.timestamps - ref_sample.timestamps).max() <= time_tolerance(ref_sample.timestamps[-1]), name
             assert np.array_equal(got, ref), f'{name} differs from pyav at {S}px, {n} frames'
         times = {k: [] for k in methods}
         end = time.perf_counter() + budget

@@ -1,5 +1,6 @@
 "Bad input, backend agreement, the cache, the manifest and the dataset of vlm_rlaif.frames (seconds in all)."
 import os, tempfile
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -10,7 +11,7 @@ import torch
 import vlm_rlaif.frames as fr
 from vlm_rlaif.core import JsonlStore
 from vlm_rlaif.frames import (rgb_to_yuv420p, FrameCache, FramesConfig, VideoError, VideoFramesDataset, build_manifest, load_video,
-                              probe_video, read_frames, read_video, sample_uniform, write_video)
+                              probe_video, read_frames, read_video, sample_fps, sample_uniform, time_tolerance, with_video, write_video)
 
 needs_decord = pytest.mark.skipif(not fr.decord_available(), reason='decord is not installed')
 
@@ -174,24 +175,143 @@ def test_auto_falls_back_when_decord_fails(tmp, video, monkeypatch):
 
 @needs_decord
 def test_repeated_reads_do_not_grow_memory(tmp):
-    p = write_video(tmp / 'big.mp4', moving(100, 224, 224), fps=25)
+    # a batch is 8 x 224 x 224 x 3 = 1.2 MB: a leak of one batch per read would grow the process by 120 MB
+    p = write_video(tmp / 'big.mp4', moving(40, 224, 224), fps=25)
     rss = lambda: int(open('/proc/self/statm').read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2**20
-    idx = sample_uniform(100, 8, 25).indices
-    for _ in range(20): read_frames(p, idx, 'decord')
+    idx = sample_uniform(40, 8, 25).indices
+    for _ in range(10): read_frames(p, idx, 'decord')
     before = rss()
-    for _ in range(200): read_frames(p, idx, 'decord')
-    assert rss() - before < 25, f'RSS grew by {rss() - before:.1f} MB over 200 reads'
+    for _ in range(100): read_frames(p, idx, 'decord')
+    assert rss() - before < 25, f'RSS grew by {rss() - before:.1f} MB over 100 reads'
+    # the same reader, get_batch again and again (the pattern of decord issues #197, #208)
+    def many_gets(video):
+        for _ in range(10): video.get(idx)
+        start = rss()
+        for _ in range(100): video.get(idx)
+        return rss() - start
+    grown = with_video(p, many_gets, 'decord')
+    assert grown < 25, f'RSS grew by {grown:.1f} MB over 100 get_batch calls on one reader'
+
+
+# --- variable frame rate ----------------------------------------------------------------------------------------
+
+# Timestamps are compared within time_tolerance: decord keeps them as float32 (about 7 significant digits).
+VFR_TICKS = Fraction(1, 600)  # the writer's clock: every time below is an exact number of ticks
+
+
+def write_vfr(path, ticks, keyint=None, size=64):
+    "An H.264 mp4 written with PyAV directly, frame i at pts ticks[i] (in 1/600 s), libx264 defaults (B-frames)."
+    frames = moving(len(ticks), size, size, seed=len(ticks))
+    with av.open(str(path), 'w', format='mp4') as c:
+        s = c.add_stream('libx264', rate=30)
+        s.width = s.height = size; s.pix_fmt = 'yuv420p'
+        s.codec_context.time_base = VFR_TICKS
+        s.codec_context.thread_count = 1
+        if keyint: s.codec_context.gop_size = keyint
+        for f, t in zip(frames, ticks):
+            vf = av.VideoFrame.from_ndarray(rgb_to_yuv420p(f), format='yuv420p')
+            vf.pts, vf.time_base = int(t), VFR_TICKS
+            c.mux(s.encode(vf))
+        c.mux(s.encode())
+    return path
+
+
+def vfr_ticks(n=60, seed=27):
+    "Irregular gaps: bursts of 1/60 s, pauses of up to 2 s, and equal gaps around some whole seconds (ties for fps sampling)."
+    gaps = np.random.default_rng(seed).choice([10, 10, 10, 20, 30, 70, 300, 1200], size=n - 1)
+    return np.concatenate([[0], np.cumsum(gaps)])
+
+
+def nearest_frames(times, wanted):
+    "Brute force, in exact arithmetic: the frame nearest each wanted time, ties to the later frame; and the number of ties."
+    ties = sum(d[0] == d[1] for d in (sorted(abs(x - t) for x in times) for t in wanted))
+    return sorted({max(range(len(times)), key=lambda i: (-abs(times[i] - t), i)) for t in wanted}), ties
+
+
+@needs_decord
+@pytest.mark.parametrize('keyint', [None, 7])
+def test_vfr_timestamps_and_fps_sampling(tmp, keyint):
+    ticks = vfr_ticks()
+    p = write_vfr(tmp / f'vfr_{keyint}.mp4', ticks, keyint)
+    exact = [Fraction(int(t)) * VFR_TICKS for t in ticks]
+    written = np.array([float(t) for t in exact])  # each the float nearest the written time
+    times = {b: with_video(p, lambda v: (v.n_frames, v.timestamps), b) for b in ('decord', 'pyav')}
+    for b, (n, ts) in times.items():
+        assert n == len(ticks) and ts is not None, b
+        assert np.abs(ts - written).max() <= time_tolerance(written[-1]), f'{b}: timestamps differ from the written pts'
+    np.testing.assert_array_equal(times['pyav'][1], written)  # PyAV: pts * time_base, rounded once
+    assert np.abs(times['decord'][1] - times['pyav'][1]).max() <= time_tolerance(written[-1])
+    # every frame decodes to the same pixels by both readers, in presentation order
+    np.testing.assert_array_equal(read_frames(p, range(len(ticks)), 'decord'), read_frames(p, range(len(ticks)), 'pyav'))
+    # fps sampling: the same indices and times by both readers, the frames nearest the requested times
+    n_ties = 0
+    for target_fps in [1, 2, 3, 0.25]:
+        wanted = [Fraction(k) / Fraction(target_fps) for k in range(int(exact[-1] * Fraction(target_fps)) + 1)]
+        samples = {b: read_video(p, FramesConfig(n_frames=1000, sampling='fps', target_fps=target_fps, backend=b))[1] for b in times}
+        np.testing.assert_array_equal(samples['decord'].indices, samples['pyav'].indices)
+        assert np.abs(samples['decord'].timestamps - samples['pyav'].timestamps).max() <= time_tolerance(written[-1])
+        nearest, ties = nearest_frames(exact, wanted)
+        assert samples['pyav'].indices.tolist() == nearest, target_fps
+        n_ties += ties
+        np.testing.assert_array_equal(samples['pyav'].timestamps, written[samples['pyav'].indices])
+    assert n_ties >= 3  # requested times halfway between two frames were met (the seed is chosen for it)
+    # uniform sampling is by index, labelled with the real times
+    s_d, s_p = (read_video(p, FramesConfig(n_frames=8, backend=b))[1] for b in ('decord', 'pyav'))
+    np.testing.assert_array_equal(s_d.indices, sample_uniform(len(ticks), 8, 30).indices)
+    np.testing.assert_array_equal(s_p.timestamps, written[s_p.indices])
+    # index / fps would be far off on this file: the test is not vacuous
+    assert np.abs(written[s_p.indices] - s_p.indices / s_p.fps).max() > 1
+
+
+@needs_decord
+def test_vfr_timestamps_count_from_the_first_frame(tmp):
+    ticks = vfr_ticks(20, seed=1) + 900  # the first frame at 1.5 s
+    p = write_vfr(tmp / 'vfr_late.mp4', ticks)
+    for b in ('decord', 'pyav'):
+        ts = with_video(p, lambda v: v.timestamps, b)
+        assert ts[0] == 0 and np.abs(ts - (ticks - ticks[0]) * float(VFR_TICKS)).max() <= time_tolerance(ts[-1]), b
+
+
+def test_sample_fps_ties_and_float32_timestamps():
+    # 0.0, 0.4, 0.6, 1.0 s: 0.5 s lies halfway between two frames; the later one is taken
+    times = np.array([0, .4, .6, 1.0])
+    assert sample_fps(4, 4, target_fps=2, timestamps=times).indices.tolist() == [0, 2, 3]
+    # timestamps rounded to float32 (as decord gives them) pick the same frames, ties included
+    rng = np.random.default_rng(0)
+    ticks = np.cumsum(rng.choice([1, 2, 3, 5, 50], size=3000)) - 1  # in 1/100 s, up to about an hour: many exact ties
+    exact = ticks / 100
+    as_float32 = exact.astype(np.float32).astype(np.float64)
+    for target in [1, 2.5, 4]:
+        a = sample_fps(len(ticks), 10, target, timestamps=exact).indices
+        b = sample_fps(len(ticks), 10, target, timestamps=as_float32).indices
+        np.testing.assert_array_equal(a, b)
+    # without timestamps: index / fps, the same rule
+    assert sample_fps(100, fps=25, target_fps=2).indices.tolist() == [0, 13, 25, 38, 50, 63, 75, 88]
+    with pytest.raises(ValueError, match='timestamps must be 4 finite, increasing times'):
+        sample_fps(4, 4, 2, timestamps=[0, 1, 1, 2])
+
+
+def test_write_video_timestamps(tmp):
+    times = [0, 0.05, 0.5, 0.55, 2.0]
+    p = write_video(tmp / 'w_vfr.mp4', moving(5), timestamps=times)
+    np.testing.assert_allclose(with_video(p, lambda v: v.timestamps, 'pyav'), times, rtol=0, atol=1e-12)
+    for bad in ([0, 1, 1, 2, 3], [0, 1, 2], [-1, 0, 1, 2, 3], [0, 1, np.nan, 2, 3]):
+        with pytest.raises(ValueError, match='timestamps must be 5 finite, increasing times'):
+            write_video(tmp / 'w_bad.mp4', moving(5), timestamps=bad)
 
 
 # --- cache ------------------------------------------------------------------------------------------------------
 
 def test_cache_invalidation_and_damage(tmp):
+    from safetensors.numpy import save
     p = write_video(tmp / 'cached.mp4', moving(seed=1))
     cfg, cache = FramesConfig(size=32), FrameCache(tmp / 'cache')
     first = load_video(p, cfg, cache)
     second = load_video(p, cfg, cache)
     assert (cache.hits, cache.misses) == (1, 1)
     np.testing.assert_array_equal(first[0], second[0])
+    np.testing.assert_array_equal(first[1].timestamps, second[1].timestamps)
+    assert second[0].flags.writeable and second[0].dtype == np.uint8
     # a different size or sampling is a different entry
     assert cache.entry_path(p, cfg) != cache.entry_path(p, FramesConfig(size=48))
     assert cache.entry_path(p, cfg) != cache.entry_path(p, FramesConfig(size=32, sampling='clips'))
@@ -199,19 +319,35 @@ def test_cache_invalidation_and_damage(tmp):
     write_video(p, moving(seed=2))
     changed = load_video(p, cfg, cache)
     assert cache.stale == 1 and not np.array_equal(changed[0], first[0])
-    # a damaged entry is recomputed, and an entry that needs pickle is never loaded
+    # a damaged entry is recomputed
     entry = cache.entry_path(p, cfg)
-    entry.write_bytes(entry.read_bytes()[:100])
+    good = entry.read_bytes()
+    entry.write_bytes(good[:100])
     np.testing.assert_array_equal(load_video(p, cfg, cache)[0], changed[0])
-    with open(entry, 'rb') as f: good_meta = np.load(f, allow_pickle=False)
-    with open(entry, 'wb') as f: np.save(f, good_meta); np.save(f, np.array([object()] * 8, dtype=object))
-    assert cache.get(p, cfg) is None
-    with open(entry, 'wb') as f: np.save(f, good_meta); np.save(f, np.zeros((7, 32, 32, 3), np.uint8))  # wrong frame count
-    assert cache.get(p, cfg) is None
+    from safetensors import safe_open
+    with safe_open(entry, framework='np') as f: meta = f.metadata()
+    for frames, metadata in [(np.zeros((8, 32, 32, 3), np.float32), meta),  # not uint8
+                             (np.zeros((7, 32, 32, 3), np.uint8), meta),  # wrong frame count
+                             (np.zeros((8, 32, 32, 3), np.uint8), {'other': '{}'}),  # no sample
+                             (np.zeros((8, 32, 32, 3), np.uint8), {'sample': '{"indices": '})]:  # broken JSON
+        entry.write_bytes(save({'frames': frames}, metadata=metadata))
+        assert cache.get(p, cfg) is None
     # config knob off: no cache use
     hits = cache.hits
     load_video(p, FramesConfig(size=32, cache=False), cache)
     assert cache.hits == hits
+
+
+def test_cache_hit_decodes_nothing(tmp, video, monkeypatch):
+    cfg, cache = FramesConfig(size=32), FrameCache(tmp / 'cache_hit')
+    frames, sample = load_video(video, cfg, cache)
+    monkeypatch.setattr(fr, 'read_video', lambda *a, **k: pytest.fail('a cache hit decoded the video'))
+    again, sample_again = load_video(video, cfg, cache)
+    np.testing.assert_array_equal(again, frames)
+    np.testing.assert_array_equal(sample_again.indices, sample.indices)
+    np.testing.assert_array_equal(sample_again.timestamps, sample.timestamps)
+    assert (sample_again.n_total, sample_again.fps, sample_again.mode) == (sample.n_total, sample.fps, sample.mode)
+    with pytest.raises(VideoError, match='gone.mp4: the file does not exist'): load_video(tmp / 'gone.mp4', cfg, cache)
 
 
 def test_cache_skips_segment_random(tmp, video):
