@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from vlm_rlaif.core import seed_everything
-from vlm_rlaif.model import (CLIP_MEAN, ModelConfig, ScalarHeadModel, active_role, add_role_adapter, build_video_lmm, embed_inputs,
-                             encode_video, generate_with_video, last_token_index, load_video_lmm, num_video_tokens,
-                             read_frame_preprocess, save_video_lmm, train_tokenizer)
+from vlm_rlaif.model import _adapter_layers
+from vlm_rlaif.model import (CLIP_MEAN, ModelConfig, ScalarHeadModel, active_role, adapters_disabled, add_role_adapter, build_video_lmm,
+                             embed_inputs, encode_video, generate_with_video, last_token_index, lm_lora_target_regex, load_video_lmm,
+                             num_video_tokens, read_frame_preprocess, save_video_lmm, train_tokenizer)
 
 TEXTS = ['A red square moves left.', 'A green triangle moves up. Then a yellow circle appears and moves down.',
          'What color is the square?', 'Which way does the red object move?', 'How many objects are there?',
@@ -202,6 +203,42 @@ def test_active_role_restores_trainability(model):
     before = {n: p.requires_grad for n, p in m.named_parameters()}
     with active_role(m, 'reward'): assert m.active_adapter == 'reward'
     assert m.active_adapter == 'value' and before == {n: p.requires_grad for n, p in m.named_parameters()}
+
+
+
+def _logits(m, embeds, mask):
+    with torch.no_grad(): return m(inputs_embeds=embeds, attention_mask=mask).logits
+
+@pytest.mark.parametrize('auxiliary', [False, True])
+def test_adapter_switching_matches_peft(model, tok, pixels, auxiliary):
+    "active_role / adapters_disabled give peft's set_adapter / disable_adapter outputs exactly, also after an adapter is added; requires_grad restored."
+    extra = dict(modules_to_save=['multi_modal_projector']) if auxiliary else {}   # peft's auxiliary modules: peft's own switching
+    some = lm_lora_target_regex(model, ['q_proj', 'v_proj'])
+    m = add_role_adapter(copy.deepcopy(model), 'first', init_lora_weights=False, target_modules=some, **extra)
+    m = add_role_adapter(m, 'second', init_lora_weights=False, target_modules=some, **extra)
+    ids, mask = batch(tok, num_video_tokens(m, FRAMES))
+    with torch.no_grad(): embeds = embed_inputs(m, ids, encode_video(m, pixels))
+    def peft_outputs(roles):
+        out = {}
+        for r in roles: m.set_adapter(r); out[r] = _logits(m, embeds, mask)
+        m.set_adapter('second')
+        with m.disable_adapter(): out[None] = _logits(m, embeds, mask)
+        m.set_adapter('second')
+        return out
+    def check(roles):
+        expected = peft_outputs(roles)
+        grads = {n: p.requires_grad for n, p in m.named_parameters()}
+        for r in roles:
+            with active_role(m, r): assert torch.equal(_logits(m, embeds, mask), expected[r]), r
+        with adapters_disabled(m): assert torch.equal(_logits(m, embeds, mask), expected[None])
+        assert m.active_adapter == 'second' and grads == {n: p.requires_grad for n, p in m.named_parameters()}
+        assert torch.equal(_logits(m, embeds, mask), expected['second'])
+    assert (_adapter_layers(m)[0] is None) == auxiliary   # LoRA layers alone: switched layer by layer
+    check(['first', 'second'])
+    # a third adapter, added after the switches above, also on layers the others do not have: they are found
+    m = add_role_adapter(m, 'third', init_lora_weights=False, target_modules=lm_lora_target_regex(m, ['v_proj', 'o_proj']), **extra)
+    m.set_adapter('second')
+    check(['first', 'second', 'third'])
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a GPU')

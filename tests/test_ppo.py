@@ -63,6 +63,25 @@ def test_run_with_reward_model_and_outputs(run_root, tmp_path):
         assert k in log[2] and log[2][k] == log[2][k], k
 
 
+def test_ppo_step_leaves_the_policy_active_and_every_requires_grad_as_it_was(run_root):
+    "The reference (adapters disabled) and the value and reward passes switch adapters; the learn phase needs the trainable ones trainable."
+    from vlm_rlaif.model import load_video_lmm
+    cfg = ppo.PPOStageConfig(steps=1, **CFG)
+    world = run_root/'t'/'world'
+    prompts, _ = ppo.read_prompts(world/'rl_prompts.json', world/'videos', cfg.kinds)
+    seed_everything(0)
+    lmm = load_video_lmm(run_root/'t'/'sft'/'model')
+    roles = ppo.setup_roles(lmm.model, cfg, run_root/'t'/'reward'/'model')
+    s = ppo.make_session(roles, lmm.tokenizer, ppo.PromptVideos(world/'videos', cfg.n_frames, lmm.preprocess), prompts,
+                         ppo.ModelReward(roles.reward_model, lmm.tokenizer, cfg.rm_scoring_prompt), cfg)
+    grads = {n: p.requires_grad for n, p in roles.model.named_parameters()}
+    assert {n for n, g in grads.items() if g} == {n for n in roles.trainable if not n.startswith('value_head.')}
+    before = {n: p.detach().clone() for n, p in roles.trainable.items()}
+    for _ in range(2): assert not ppo.ppo_step(s)['skipped']
+    assert roles.model.active_adapter == 'policy' and grads == {n: p.requires_grad for n, p in roles.model.named_parameters()}
+    assert [n for n, p in roles.trainable.items() if not torch.equal(before[n], p) and '.policy.' in n]   # the policy learned
+
+
 def test_resume_is_bitwise_identical(run_root, tmp_path):
     cfg = ppo.PPOStageConfig(steps=4, **CFG)
     straight = fresh_run(run_root, tmp_path/'a')
@@ -168,7 +187,7 @@ def test_two_processes_with_accelerate(run_root, tmp_path):
         from accelerate import Accelerator
         acc = Accelerator(cpu=True)
         s = ppo.run_ppo(RunDir('t', {str(tmp_path)!r}), ppo.PPOStageConfig(steps=2, **{CFG!r}), accelerator=acc, progress=False)
-        print('PROCESSES', acc.num_processes, s['steps'])
+        print(f"PROCESSES {{acc.num_processes}} {{s['steps']}}", flush=True)   # one write: the two processes share the pipe
     '''))
     env = dict(os.environ, OMP_NUM_THREADS='1')   # --multi_gpu on a machine without GPUs launches accelerate's MULTI_CPU (gloo) processes
     out = subprocess.run([sys.executable, '-m', 'accelerate.commands.launch', '--multi_gpu', '--num_processes', '2', str(script)],
