@@ -1283,7 +1283,7 @@ def _wrong_types(tp) -> list:
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if tp is bool: return ['yes', 1, 0, None, [True], 1.0]
     if tp is int: return ['seven', '7', 1.5, True, None, [1], {'a': 1}]
-    if tp is float: return ['x', '1e-3', True, None, [1.0], {'a': 1.0}]
+    if tp is float: return ['x', '1e-3x', True, None, [1.0], {'a': 1.0}]   # '1e-3' itself is read as a number (YAML 1.1 leaves it a string)
     if tp is str: return [5, 2.5, True, None, ['x'], {'a': 'b'}]
     if origin is list:
         item = args[0]
