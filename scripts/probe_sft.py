@@ -32,7 +32,7 @@ def main():
             right[it['kind']].append(score_answer(it['truth'], it['question'], ans)['correct']); answers[it['kind']][ans] += 1
         print(f"{label}: accuracy {r['accuracy']:.3f} on {r['n']} held-out questions")
         for k in a.kinds:
-            if right[k]: print(f'  {k:<8} {sum(right[k]) / len(right[k]):.2f} (n={len(right[k])})  most common: {answers[k].most_common(4)}')
+            if right[k]: print(f'  {k:<8} {sum(right[k]) / len(right[k]):.2f} (n={len(right[k])}, {len(answers[k])} distinct answers)  most common: {answers[k].most_common(4)}')
 
 if __name__ == '__main__':
     main()

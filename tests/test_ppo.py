@@ -1,5 +1,6 @@
-"Tests of vlm_rlaif.ppo beyond the notebook: resume bit for bit, the non-finite guard, bad videos, warnings, policy init, the RM input contract, 2 processes, and (slow) the oracle-reward improvement."
+"Tests of vlm_rlaif.ppo beyond the notebook: resume bit for bit, the non-finite guard, bad videos, warnings, policy init, the RM input contract, 2 processes, and (slow) the oracle-reward improvement at the default budget."
 import copy, dataclasses, json, os, subprocess, sys, textwrap
+from pathlib import Path
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 
 import pytest
@@ -201,25 +202,18 @@ def test_two_processes_with_accelerate(run_root, tmp_path):
 
 
 @pytest.mark.slow
-def test_oracle_reward_raises_held_out_accuracy(tmp_path):
-    "With the exact scorer as reward, PPO raises held-out exact-scorer accuracy on colour questions (the notebook's world)."
-    import json as _json
-    from vlm_rlaif.data import read_instructions
-    world = dict(WORLD, n_sft=120, n_rl=96, n_bench=60, n_text=20)
-    run = RunDir('t', tmp_path)
-    wcfg = WorldConfig(**world)
-    build_world(wcfg, run.stage('world'), progress=False)
-    tok = train_tokenizer(world_text(wcfg, 20))
-    seed_everything(0)
-    model = build_video_lmm(ModelConfig(**{**MODEL, 'text_hidden': 64, 'text_layers': 2, 'text_heads': 4, 'text_kv_heads': 4, 'text_ffn': 128,
-                                          'vision_hidden': 32, 'vision_ffn': 64, 'frames': 4}), tok)
-    pre = FramePreprocess(32, 32, CLIP_MEAN, CLIP_STD)
-    videos = ppo.PromptVideos(run.path/'world'/'videos', 4, pre)
-    rows = [dict(r, kind=_json.loads(r['extra'])['kind']) for r in read_instructions(run.path/'world'/'sft.json')[0]]
-    ppo.sft_steps(model.train(), tok, [r for r in rows if r['kind'] == 'colour'], videos,
-                  [p for n, p in model.named_parameters() if 'vision_tower' not in n], 120, batch_size=16, lr=3e-3)
-    save_video_lmm(run.stage('sft')/'model', model.eval(), tok, pre)
-    summary = ppo.run_ppo(run, ppo.PPOStageConfig(kinds=['colour'], n_frames=4, reward='oracle', steps=40, max_new_tokens=8, eval_every=10), progress=False)
-    before, after = summary['eval_first']['eval/accuracy'], summary['eval_last']['eval/accuracy']
-    print('held-out accuracy', before, '->', after, 'score', summary['score_first'], '->', summary['score_last'])
-    assert after >= before + 0.1
+def test_oracle_reward_raises_held_out_results(tmp_path):
+    """The loop's correctness without a judge: the default config's world, stage 0 and SFT, then PPO at the default
+    budget with the world's exact scorer as the reward raises the held-out exact-scorer accuracy on the PPO kinds.
+    ~12-17 min on 2 CPU cores. The clear gain is on `changes`, where the policy learns to stop claiming events it cannot
+    see; the short-answer kinds have little headroom (scripts/headroom.py) and move within the noise of 50 questions
+    each (08_ppo.ipynb, the end)."""
+    from vlm_rlaif.core import load_config
+    from vlm_rlaif.pipeline import RunConfig, run_pipeline
+    cfg = load_config(Path(__file__).resolve().parents[1]/'configs'/'default.yaml', RunConfig, [f'root={tmp_path}', 'name=oracle', 'ppo.reward=oracle'])
+    run = run_pipeline(cfg, stages=['world', 'frames', 'pretrain', 'sft', 'ppo'])
+    summary = json.loads((run.path/'ppo'/'DONE.json').read_text())
+    before, after = summary['eval_first'], summary['eval_last']
+    for key in sorted(k for k in before if k.startswith('eval/accuracy')): print(f'held-out {key[5:]}: {before[key]:.3f} -> {after[key]:.3f}')
+    assert after['eval/accuracy'] > before['eval/accuracy']
+    assert after['eval/accuracy/changes'] >= before['eval/accuracy/changes'] + 0.1

@@ -42,7 +42,7 @@ def video_frames(video) -> np.ndarray:
         raise ValueError(f'a video must be (T, H, W, 3) uint8 frames, got {frames.dtype} {frames.shape}')
     return frames
 
-# %% ../nbs/06_judge.ipynb #0dd09c9a
+# %% ../nbs/06_judge.ipynb #9d8873f9
 CONTEXTS = ('none', 'self', 'oracle')
 VERDICTS = ('text', 'prob')
 
@@ -69,7 +69,8 @@ class JudgeConfig:
     max_context_tokens: int = knob(192, "a context longer than this many of the judge's tokens is truncated, with a flag", gt=0)
     videos_per_batch: int = knob(8, 'videos decoded, encoded and judged together (one vision-tower call per batch)', gt=0)
     batch_size: int = knob(64, 'rows per generate / forward call (larger amortises the per-step overhead of generate on a CPU)', gt=0)
-    max_prompts: int = knob(0, 'judge only the first N prompts (0: all)', ge=0)
+    kinds: list[str] = knob([], "judge only the RL prompts of these kinds (the world's `kind`, e.g. PPO's `ppo.kinds`); empty: every prompt")
+    max_prompts: int = knob(0, 'judge only the first N prompts (of `kinds`; 0: all)', ge=0)
     # real data: the files, and how the SFT model is loaded
     prompts: str = knob('', "the RL prompt file (`uid`, `video`, `conversations`; a relative path is under the folder the run starts in); '' = the run's world/rl_prompts.json")
     video_root: str = knob('', "the folder the prompts' video names are relative to; '' = the run's world/videos")
@@ -478,19 +479,22 @@ def world_questions(world_dir:str|Path) -> tuple[dict, dict]:
         for q in world.video_questions(truth, world.video_rng(wcfg, 'rl', int(vid.rsplit('_', 1)[1]), 1)): questions[q['id']] = (truth, q)
     return truths, questions
 
-# %% ../nbs/06_judge.ipynb #95f8b0ef
+# %% ../nbs/06_judge.ipynb #aeec0b53
 def read_prompts(path:str|Path, # rl_prompts.json (a JSON array or JSONL file)
                  video_root:str|Path, # the folder its videos are in
+                 kinds:list[str]|None=None, # keep the prompts of these kinds only (the `kind` extra field); None or empty: all
                 ) -> tuple[list[dict], list[dict]]:
-    "The valid RL prompt rows, and typed records for the bad ones (the data module's reader, in its recording mode)."
+    "The valid RL prompt rows (of `kinds`), and typed records for the bad ones (the data module's reader, in its recording mode)."
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f'{path}: RL prompts not found (build the world, or put the prompts there)')
     try: path.read_bytes().decode('utf-8')
     except UnicodeDecodeError as e: raise DataError(f'{path}: not UTF-8 text at byte {e.start} ({e.reason}); re-encode the file as UTF-8') from None
     ds, problems = read_rl_prompts(path, video_root=video_root, on_error='record')
-    return list(ds), problems
+    rows = [r for r in ds if not kinds or (json.loads(r['extra']) if r['extra'] else {}).get('kind') in kinds]
+    if kinds and not rows: raise ConfigError(f'kinds: {path} has no RL prompts of kinds {kinds}')
+    return rows, problems
 
-# %% ../nbs/06_judge.ipynb #c810aee1
+# %% ../nbs/06_judge.ipynb #2ede7599
 PREF_FILES = ('contexts.jsonl', 'candidates.jsonl', 'prefs.jsonl', 'preferences.json', 'metrics.json')
 
 def _video_key(row:dict) -> str:
@@ -533,7 +537,7 @@ def run_judge(run:RunDir, # the run folder: reads world/ and sft/model, writes j
     judge = judge if judge is not None else policy
     judge_id = judge.judge_id if judge is not policy else f'self:{policy.judge_id}'
     if cfg.verdict == 'prob' and not hasattr(judge, 'choice_logprobs'): raise ConfigError(f"verdict: 'prob' needs a judge with choice_logprobs; {judge_id!r} has none")
-    rows, problems = read_prompts(prompts_file, video_root)
+    rows, problems = read_prompts(prompts_file, video_root, cfg.kinds)
     rows = rows[:cfg.max_prompts or None]
     contexts, candidates, prefs = (JsonlStore(out/f) for f in PREF_FILES[:3])
     prefs.extend([p for p in problems if p['id'] not in prefs])

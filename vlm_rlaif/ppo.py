@@ -29,7 +29,7 @@ __all__ = ['REWARD_SOURCES', 'log', 'PLOT_KEYS', 'PPOStageConfig', 'truncate_at_
            'NonFiniteError', 'rollout', 'ppo_step', 'evaluate_exact', 'latest_checkpoint', 'save_checkpoint',
            'load_checkpoint', 'train_ppo', 'rm_scoring_prompt', 'run_ppo', 'plot_ppo_log']
 
-# %% ../nbs/08_ppo.ipynb #727bc313
+# %% ../nbs/08_ppo.ipynb #6aa806ca
 REWARD_SOURCES = ('model', 'oracle')
 
 @dataclasses.dataclass
@@ -74,7 +74,7 @@ class PPOStageConfig:
     lam: float = knob(1.0, 'GAE lambda (paper: 1)', ge=0, le=1)
     whiten_advantages: bool = knob(True, 'whiten the advantages over the rollout batch (paper: yes)')
     # learn
-    lr: float = knob(3e-3, 'peak learning rate (paper: 3e-5; the tiny LoRA of the world needs more)', gt=0)
+    lr: float = knob(1e-3, 'peak learning rate (paper: 3e-5; the tiny LoRA of the world needs more, and 3e-3 made the policy drift: see the end of this notebook)', gt=0)
     warmup_steps: int = knob(2, 'linear warmup in optimizer steps before the cosine decay (paper: 5)', ge=0)
     cliprange: float = knob(0.2, 'policy ratio clip (paper: 0.2)', gt=0)
     cliprange_value: float = knob(0.2, 'value clip around the rollout values (paper: 0.2)', gt=0)
@@ -286,7 +286,7 @@ class OracleReward:
         scores = [score_answer(*self.questions[r['id']], text)['correctness'] / 5 for r, text in zip(rollout.rows, rollout.texts)]
         return torch.tensor(scores, dtype=torch.float32, device=rollout.query_ids.device)
 
-# %% ../nbs/08_ppo.ipynb #3005f28f
+# %% ../nbs/08_ppo.ipynb #342722a0
 register_status('video_error', 'the prompt\'s video could not be decoded or preprocessed; the prompt was dropped from its batch')
 
 class PromptVideos:
@@ -342,18 +342,22 @@ def world_rl_questions(world_dir:str|Path, # a folder written by `world.build_wo
 
 def held_out_questions(world_dir:str|Path, # a built world
                        kinds:list[str]|None=None, # question kinds to keep; None or empty: all short-answer QA kinds
-                       limit:int=0, # keep at most this many (0: all)
+                       limit:int=0, # keep at most this many (0: all), taken in turn from each kind
                       ) -> list[dict]:
-    "The benchmark's QA questions (held-out videos), as prompt dicts carrying their truth and question for the exact scorer."
+    "The benchmark's questions of `kinds` on held-out videos (the consistency pairs left out), as prompt dicts carrying their truth and question for the exact scorer."
     from vlm_rlaif.world import read_truths
     world_dir = Path(world_dir)
     truths = read_truths(world_dir)
-    rows = []
+    by_kind = {}
     for line in (world_dir/'bench'/'questions.jsonl').read_text().splitlines():
         q = json.loads(line)
-        if q['file'] != 'qa' or (kinds and q['kind'] not in kinds): continue
-        rows.append(dict(id=q['question_id'], video=f"{q['video_name']}.mp4", images=None, kind=q['kind'],
-                         conversations=[{'from': 'human', 'value': f"<video>\n{q['question']}"}], truth=truths[q['video_name']], question=q))
+        keep = q['kind'] in kinds and q['file'] != 'vcg_consistency' if kinds else q['file'] == 'qa'
+        if not keep: continue
+        by_kind.setdefault(q['kind'], []).append(dict(id=q['question_id'], video=f"{q['video_name']}.mp4", images=None, kind=q['kind'],
+            conversations=[{'from': 'human', 'value': f"<video>\n{q['question']}"}], truth=truths[q['video_name']], question=q))
+    rows, groups = [], list(by_kind.values())
+    for i in range(max(map(len, groups), default=0)):   # in turn from each kind, so that a limit keeps every kind
+        rows += [g[i] for g in groups if i < len(g)]
     return rows[:limit or None]
 
 # %% ../nbs/08_ppo.ipynb #55f4c4d5
@@ -677,17 +681,17 @@ def _sum_value(s:PPOSession, x:float) -> float:
     if s.accelerator.num_processes == 1: return float(x)
     return s.accelerator.reduce(torch.tensor(float(x), device=s.device, dtype=torch.float64), 'sum').item()
 
-# %% ../nbs/08_ppo.ipynb #bf437118
+# %% ../nbs/08_ppo.ipynb #4629b8e0
 @torch.no_grad()
 def evaluate_exact(model, tokenizer, # the policy (its active adapter is used) and its tokenizer
                    items:list[dict], # from `held_out_questions` (each carries `truth` and `question`)
                    videos:PromptVideos,
                    max_new_tokens:int=12, batch_size:int=32,
                   ) -> dict:
-    "Held-out exact-scorer results: accuracy, mean correctness / 5, the answers, and the questions left out because their video failed."
+    "Held-out exact-scorer results: accuracy and mean correctness / 5 (overall and per kind), the answers, and the questions left out because their video failed."
     from vlm_rlaif.world import score_answer
     collate = GenerationCollator(tokenizer, num_video_tokens(model, videos.n_frames))
-    device, answers, scores, skipped = next(model.parameters()).device, [], [], 0
+    device, answers, scores, scored, skipped = next(model.parameters()).device, [], [], [], 0
     for start in range(0, len(items), batch_size):
         rows, pixels = [], []
         for r in items[start:start + batch_size]:
@@ -701,10 +705,13 @@ def evaluate_exact(model, tokenizer, # the policy (its active adapter is used) a
                                   suppress_tokens=media_token_ids(model))
         response, _, _ = truncate_at_eos(out, tokenizer.eos_token_id, tokenizer.pad_token_id)
         for row, text in zip(rows, tokenizer.batch_decode(response, skip_special_tokens=True)):
-            answers.append(text); scores.append(score_answer(row['truth'], row['question'], text))
-    if not scores: return dict(accuracy=float('nan'), correctness=float('nan'), n=0, answers=[], skipped=skipped)
-    return dict(accuracy=float(np.mean([x['correct'] for x in scores])), correctness=float(np.mean([x['correctness'] for x in scores])) / 5,
-                n=len(scores), answers=answers, skipped=skipped)
+            answers.append(text); scores.append(score_answer(row['truth'], row['question'], text)); scored.append(row)
+    if not scores: return dict(accuracy=float('nan'), correctness=float('nan'), n=0, answers=[], skipped=skipped, kinds={})
+    def summary(picked): return dict(accuracy=float(np.mean([x['correct'] for x in picked])),
+                                     correctness=float(np.mean([x['correctness'] for x in picked])) / 5, n=len(picked))
+    kinds = {}
+    for row, x in zip(scored, scores): kinds.setdefault(row['kind'], []).append(x)
+    return dict(summary(scores), answers=answers, skipped=skipped, kinds={k: summary(v) for k, v in sorted(kinds.items())})
 
 # %% ../nbs/08_ppo.ipynb #8c0f892c
 def _rng_to_tensors(state:dict) -> dict:
@@ -758,7 +765,7 @@ def load_checkpoint(s:PPOSession, path:str|Path):
     s.counts = Counter(state['counts'])
     set_rng_state(_rng_from_tensors(torch.load(path/f'rng-{s.accelerator.process_index}.pt', weights_only=True)))
 
-# %% ../nbs/08_ppo.ipynb #36abc81e
+# %% ../nbs/08_ppo.ipynb #8610569c
 def _read_log(path:Path) -> list[dict]:
     "The records of a JSONL log; a torn last line (a crash mid-append) is dropped, corruption before it is an error."
     if not path.exists(): return []
@@ -790,7 +797,8 @@ def train_ppo(s:PPOSession, out_dir:str|Path, # where checkpoints/, log.jsonl an
     def evaluate():
         if not eval_items or not cfg.eval_max: return {}
         r = evaluate_exact(s.model, s.tokenizer, eval_items[:cfg.eval_max], s.videos, cfg.max_new_tokens, cfg.eval_batch)
-        return {'eval/accuracy': r['accuracy'], 'eval/correctness': r['correctness'], 'eval/n': r['n'], 'eval/skipped': r['skipped']}
+        per_kind = {f'eval/{name}/{kind}': v[name] for kind, v in r['kinds'].items() for name in ('accuracy', 'correctness')}
+        return {'eval/accuracy': r['accuracy'], 'eval/correctness': r['correctness'], 'eval/n': r['n'], 'eval/skipped': r['skipped'], **per_kind}
     if s.step == 0 and not records:
         first = dict(step=0, **evaluate())
         records.append(first)
