@@ -142,7 +142,7 @@ def test_missing_stages_are_clear_errors(base_run, tmp_path):
 
 def test_sft_model_uses_the_video(tmp_path):
     """The collapse guard (world-feasibility.md, pitfall 1), at the default recipe on a small step budget (the same steps
-    on any machine; ~3 min on 2 CPU cores): on held-out videos the SFT model beats the best blind answer on count and
+    on any machine; 3-5 min on 2 CPU cores): on held-out videos the SFT model beats the best blind answer on count and
     colour, beats the untrained (stage-0) model, stays below perfect, and its logits differ across videos."""
     run = RunDir('guard', root=tmp_path)
     build_world(WorldConfig(n_sft=300, n_rl=0, n_rm=0, n_bench=60), run.path/'world', progress=False)
