@@ -206,8 +206,8 @@ def test_oracle_reward_raises_held_out_results(tmp_path):
     """The loop's correctness without a judge: the default config's world, stage 0 and SFT, then PPO at the default
     budget with the world's exact scorer as the reward raises the held-out exact-scorer accuracy on the PPO kinds.
     ~20 min on one thread (it trains stage 0 and SFT first). The clear gain is on `changes`, where the policy learns to
-    stop claiming events it cannot see; the short-answer kinds have little headroom (scripts/headroom.py) and move within the noise of 50 questions
-    each (08_ppo.ipynb, the end)."""
+    stop claiming events it cannot see; the short-answer kinds have little headroom (scripts/headroom.py) and move
+    within the noise of 50 questions each (08_ppo.ipynb, the end)."""
     from vlm_rlaif.core import load_config
     from vlm_rlaif.pipeline import RunConfig, run_pipeline
     cfg = load_config(Path(__file__).resolve().parents[1]/'configs'/'default.yaml', RunConfig, [f'root={tmp_path}', 'name=oracle', 'ppo.reward=oracle'])
