@@ -16,9 +16,9 @@ def main():
     from peft import PeftModel
     from vlm_rlaif import ppo
     from vlm_rlaif.model import load_video_lmm
-    from vlm_rlaif.world import score_answer
     lmm = load_video_lmm(a.run/'sft'/'model')
     items = ppo.held_out_questions(a.run/'world', a.kinds, a.limit)
+    kind_of = {it['id']: it['kind'] for it in items}
     import yaml
     frames = yaml.safe_load((a.run/'config.yaml').read_text())['model']['frames']   # the frames the run's model was trained on
     videos = ppo.PromptVideos(a.run/'world'/'videos', frames, lmm.preprocess)
@@ -27,12 +27,11 @@ def main():
     if policy.exists(): models['rlaif'] = PeftModel.from_pretrained(load_video_lmm(a.run/'sft'/'model').model, policy)
     for label, model in models.items():
         r = ppo.evaluate_exact(model.eval(), lmm.tokenizer, items, videos)
-        right, answers = collections.defaultdict(list), collections.defaultdict(collections.Counter)
-        for it, ans in zip(items, r['answers']):
-            right[it['kind']].append(score_answer(it['truth'], it['question'], ans)['correct']); answers[it['kind']][ans] += 1
-        print(f"{label}: accuracy {r['accuracy']:.3f} on {r['n']} held-out questions")
-        for k in a.kinds:
-            if right[k]: print(f'  {k:<8} {sum(right[k]) / len(right[k]):.2f} (n={len(right[k])}, {len(answers[k])} distinct answers)  most common: {answers[k].most_common(4)}')
+        answers = collections.defaultdict(collections.Counter)
+        for qid, ans in zip(r['ids'], r['answers']): answers[kind_of[qid]][ans] += 1
+        print(f"{label}: accuracy {r['accuracy']:.3f} on {r['n']} held-out questions ({r['skipped']} left out: video unreadable)")
+        for k, v in r['kinds'].items():
+            print(f"  {k:<8} {v['accuracy']:.2f} (n={v['n']}, {len(answers[k])} distinct answers)  most common: {answers[k].most_common(4)}")
 
 if __name__ == '__main__':
     main()

@@ -681,14 +681,14 @@ def _sum_value(s:PPOSession, x:float) -> float:
     if s.accelerator.num_processes == 1: return float(x)
     return s.accelerator.reduce(torch.tensor(float(x), device=s.device, dtype=torch.float64), 'sum').item()
 
-# %% ../nbs/08_ppo.ipynb #4629b8e0
+# %% ../nbs/08_ppo.ipynb #40bf6f41
 @torch.no_grad()
 def evaluate_exact(model, tokenizer, # the policy (its active adapter is used) and its tokenizer
                    items:list[dict], # from `held_out_questions` (each carries `truth` and `question`)
                    videos:PromptVideos,
                    max_new_tokens:int=12, batch_size:int=32,
                   ) -> dict:
-    "Held-out exact-scorer results: accuracy and mean correctness / 5 (overall and per kind), the answers, and the questions left out because their video failed."
+    "Held-out exact-scorer results: accuracy and mean correctness / 5 (overall and per kind), the answers with their question ids, and the questions left out because their video failed."
     from vlm_rlaif.world import score_answer
     collate = GenerationCollator(tokenizer, num_video_tokens(model, videos.n_frames))
     device, answers, scores, scored, skipped = next(model.parameters()).device, [], [], [], 0
@@ -706,12 +706,13 @@ def evaluate_exact(model, tokenizer, # the policy (its active adapter is used) a
         response, _, _ = truncate_at_eos(out, tokenizer.eos_token_id, tokenizer.pad_token_id)
         for row, text in zip(rows, tokenizer.batch_decode(response, skip_special_tokens=True)):
             answers.append(text); scores.append(score_answer(row['truth'], row['question'], text)); scored.append(row)
-    if not scores: return dict(accuracy=float('nan'), correctness=float('nan'), n=0, answers=[], skipped=skipped, kinds={})
+    if not scores: return dict(accuracy=float('nan'), correctness=float('nan'), n=0, answers=[], ids=[], skipped=skipped, kinds={})
     def summary(picked): return dict(accuracy=float(np.mean([x['correct'] for x in picked])),
                                      correctness=float(np.mean([x['correctness'] for x in picked])) / 5, n=len(picked))
     kinds = {}
     for row, x in zip(scored, scores): kinds.setdefault(row['kind'], []).append(x)
-    return dict(summary(scores), answers=answers, skipped=skipped, kinds={k: summary(v) for k, v in sorted(kinds.items())})
+    return dict(summary(scores), answers=answers, ids=[row['id'] for row in scored], skipped=skipped,
+                kinds={k: summary(v) for k, v in sorted(kinds.items())})
 
 # %% ../nbs/08_ppo.ipynb #8c0f892c
 def _rng_to_tensors(state:dict) -> dict:
