@@ -6,14 +6,18 @@ generate_with_video, add_role_adapter, ScalarHeadModel):
   vision encoding; prefill; decode step time against the memory-bandwidth floor
   (LM weight bytes + KV-cache bytes at the end) / 3.35 TB/s, for plain `generate` (dynamic cache), static cache +
   compilation, the same with the policy's LoRA active (unmerged), after an in-place LoRA update, inside
-  disable_adapter() (the reference), and with the LoRA merged into the base for the rollout;
-  the learn phase (LoRA forward + backward over prompt + response, gradient checkpointing) in tokens/s and MFU;
+  disable_adapter() (the reference), with the LoRA merged into the base, and as the PPO rollout samples
+  (`vlm_rlaif.ppo.sampling_kwargs` with `rollout_cache='static'`, the LoRA updated in place before every call); each row
+  counts the graphs torch.compile built on its first call and after it (a recompilation per PPO step would show there);
+  the learn phase (LoRA forward + backward over prompt + response) in tokens/s and MFU: with gradient checkpointing at
+  --learn-batch, without it at half that batch, with it at twice that batch;
   the peak memory of one PPO step with the four roles (policy + reference on one base, reward + value on another).
 
 Usage: python benchmarks/bench_gpu_7b.py [--shape 7b|tiny] [--out FILE] [--no-compile] [--budget-s 480]
 Each measurement is guarded: a failure is recorded and the next one runs; past --budget-s the rest is skipped.
 """
 import argparse, datetime, json, os, platform, sys, time, traceback
+from types import SimpleNamespace
 from pathlib import Path
 import torch
 
@@ -21,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 from vlm_rlaif.model import ScalarHeadModel, add_role_adapter, embed_inputs, encode_video, generate_with_video, num_video_tokens
+from vlm_rlaif.ppo import PPOStageConfig, sampling_kwargs
 
 HBM_BYTES_PER_S = 3.35e12       # H100 SXM memory bandwidth
 PEAK_BF16_DENSE = 989e12        # H100 SXM dense bf16 (spec); perf-notes.md measured ~790e12 in practice
@@ -58,6 +63,11 @@ def lm_param_count(model) -> int:
 def sync(device):
     if device.type == 'cuda': torch.cuda.synchronize()
 
+def compiled_graphs() -> int:
+    "Graphs torch.compile has built so far in this process (a rise between two calls is a recompilation)."
+    from torch._dynamo.utils import counters
+    return counters['stats']['unique_graphs']
+
 def timed(fn, device, reps=1):
     "(result of the last call, mean seconds per call)"
     sync(device); t0 = time.perf_counter()
@@ -87,7 +97,7 @@ def main():
         head = [f'# GPU benchmark: PPO phases at the 7B shape ({a.shape})', '',
                 f'- date: {datetime.date.today()}  machine: {torch.cuda.get_device_name(0) if device.type == "cuda" else platform.processor() or "cpu"}',
                 f'- torch {torch.__version__}, transformers {__import__("transformers").__version__}, peft {__import__("peft").__version__}',
-                f'- command: `python benchmarks/bench_gpu_7b.py --shape {a.shape}{" --no-compile" if a.no_compile else ""}`', '', '```']
+                f'- command: `python benchmarks/bench_gpu_7b.py --shape {a.shape}{" --no-compile" if a.no_compile else ""}{f" --budget-s {a.budget_s:g}" if a.budget_s != 480 else ""}`', '', '```']
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text('\n'.join(head + lines + ['```', '', '```json', json.dumps(res, indent=1), '```']) + '\n')
     def step(name, fn):
@@ -135,12 +145,17 @@ def main():
         def gen(m, **kw):
             return generate_with_video(m, ids, mask, feats, max_new_tokens=a.new_tokens, min_new_tokens=a.new_tokens, do_sample=True, **kw)
         def decode_ms(total_s): return (total_s - t_pre) / (a.new_tokens - 1) * 1e3
-        def measure(label, m, reps=2, **kw):
-            _, first = timed(lambda: gen(m, **kw), device)
-            _, t = timed(lambda: gen(m, **kw), device, reps)
+        def measure(label, m, reps=2, call=None, **kw):
+            call = call or (lambda: gen(m, **kw))
+            g0 = compiled_graphs()
+            _, first = timed(call, device)
+            g1 = compiled_graphs()
+            _, t = timed(call, device, reps)
             ms = decode_ms(t)
-            res[label] = dict(first_call_s=first, generate_s=t, decode_step_ms=ms, x_floor=ms / (floor_s * 1e3))
-            log(f'{label}: first call {first:.1f}s, then {t:.2f}s per generate = {ms:.2f} ms/step = {ms/(floor_s*1e3):.2f}x floor')
+            res[label] = dict(first_call_s=first, generate_s=t, decode_step_ms=ms, x_floor=ms / (floor_s * 1e3),
+                              graphs_first_call=g1 - g0, graphs_after=compiled_graphs() - g1)
+            log(f'{label}: first call {first:.1f}s ({g1 - g0} graphs compiled), then {t:.2f}s per generate = {ms:.2f} ms/step = '
+                f'{ms/(floor_s*1e3):.2f}x floor ({compiled_graphs() - g1} graphs compiled)')
         static = {} if a.no_compile else dict(cache_implementation='static')
         step('dynamic', lambda: measure('decode_dynamic', model, reps=1))
         if not a.no_compile: step('static', lambda: measure('decode_static_compiled', model, **static))
@@ -163,13 +178,23 @@ def main():
             try: measure('decode_lora_merged', policy, **static)
             finally: policy.unmerge_adapter()
         step('merged', merged)
+        # the PPO rollout itself: vlm_rlaif.ppo.sampling_kwargs with the static cache (pure sampling, placeholders suppressed),
+        # the LoRA updated in place before every generate as an optimizer step would
+        ppo_cfg = PPOStageConfig(max_new_tokens=a.new_tokens, rollout_cache='static' if static else 'dynamic')
+        kwargs = sampling_kwargs(ppo_cfg, SimpleNamespace(eos_token_id=None, pad_token_id=0), policy)   # no EOS: every row samples all tokens
+        def update_then_generate():
+            for n, p in policy.named_parameters():
+                if 'lora_' in n: p.add_(torch.randn_like(p) * 1e-4)
+            return generate_with_video(policy, ids, mask, feats, min_new_tokens=a.new_tokens, **kwargs)
+        step('ppo rollout', lambda: measure('decode_ppo_rollout', policy, reps=3, call=update_then_generate))
 
     # the learn phase: LoRA forward + backward over prompt + response, gradient checkpointing
-    def learn():
+    def learn(b, checkpointing=True):
+        label = f'learn_b{b}' + ('_ckpt' if checkpointing else '')
         policy.train()
-        policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={'use_reentrant': False})
+        if checkpointing: policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={'use_reentrant': False})
         policy.enable_input_require_grads()
-        b = a.learn_batch
+        if device.type == 'cuda': torch.cuda.empty_cache(); torch.cuda.reset_peak_memory_stats()
         seq = torch.cat([ids[:b], torch.randint(1, vid - 2, (b, a.new_tokens), device=device)], 1)
         m = torch.ones_like(seq)
         with torch.no_grad(): f = feats[:b]
@@ -179,16 +204,23 @@ def main():
             logp = out.logits[:, :-1].float().log_softmax(-1).gather(-1, seq[:, -a.new_tokens:, None]).mean()
             (-logp).backward()
             policy.zero_grad(set_to_none=True)
-        fwd_bwd()
-        _, t = timed(fwd_bwd, device, 3)
+        try:
+            fwd_bwd()
+            _, t = timed(fwd_bwd, device, 3)
+        finally:
+            policy.gradient_checkpointing_disable(); policy.eval()
         tokens = b * seq.shape[1]
         tps = tokens / t
-        flops = 6 * n_lm * tokens / t   # 2N forward + 4N backward per token (recomputation not counted)
-        res['learn'] = dict(seconds=t, tokens=tokens, tokens_per_s=tps, tflops=flops / 1e12, mfu_spec=flops / PEAK_BF16_DENSE,
-                            peak_mem_gb=torch.cuda.max_memory_allocated() / 1e9 if device.type == 'cuda' else None)
-        log(f'learn: {b} x {seq.shape[1]} tokens in {t:.2f}s = {tps:,.0f} tokens/s, {flops/1e12:.0f} TFLOP/s (6N), MFU {flops/PEAK_BF16_DENSE:.1%} of 989 TFLOP/s')
-        policy.gradient_checkpointing_disable(); policy.eval()
-    step('learn', learn)
+        # MFU's convention: 6N per token (2N forward + 4N backward). With LoRA the frozen weights get no gradient, so the
+        # hardware does 4N (+2N recomputation under checkpointing): the second figure counts what it really computed.
+        flops, hw = 6 * n_lm * tokens / t, (6 if checkpointing else 4) * n_lm * tokens / t
+        res[label] = dict(seconds=t, tokens=tokens, tokens_per_s=tps, tflops_6n=flops / 1e12, mfu_spec=flops / PEAK_BF16_DENSE,
+                          hardware_tflops=hw / 1e12, peak_mem_gb=torch.cuda.max_memory_allocated() / 1e9 if device.type == 'cuda' else None)
+        log(f'{label}: {b} x {seq.shape[1]} tokens in {t:.2f}s = {tps:,.0f} tokens/s, {flops/1e12:.0f} TFLOP/s (6N), MFU {flops/PEAK_BF16_DENSE:.1%} '
+            f'of 989 TFLOP/s; computed {hw/1e12:.0f} TFLOP/s; peak {res[label]["peak_mem_gb"] or 0:.1f} GB')
+    step('learn', lambda: learn(a.learn_batch))                      # as perf-notes.md measured it
+    step('learn, no checkpointing', lambda: learn(a.learn_batch // 2, checkpointing=False))
+    step('learn, batch x2', lambda: learn(a.learn_batch * 2))
 
     # one PPO step with the four roles: policy + reference (one base), reward + value (a second base)
     def four_roles():
@@ -200,7 +232,7 @@ def main():
         reward.to(device); value.to(device)
         b = a.learn_batch
         with torch.no_grad():
-            resp = gen(policy)[:b]
+            resp = generate_with_video(policy, ids, mask, feats, min_new_tokens=a.new_tokens, **kwargs)[:b]   # as the rollout samples
             seq = torch.cat([ids[:b], resp], 1); m = torch.ones_like(seq); f = feats[:b]
             with policy.disable_adapter(): policy(inputs_embeds=embed_inputs(policy, seq, f), attention_mask=m, logits_to_keep=a.new_tokens + 1)
             reward(seq, m, video_features=f)

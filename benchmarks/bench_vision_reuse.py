@@ -128,6 +128,7 @@ def main():
     ap.add_argument('--minibatch', type=int, help='minibatch (default: the config\'s; 7b: 4)')
     ap.add_argument('--new-tokens', type=int, help='response length (default: the config\'s; 7b: 32)')
     ap.add_argument('--threads', type=int, default=0, help='torch threads (0: torch\'s default)')
+    ap.add_argument('--rollout-cache', choices=['dynamic', 'static'], help="ppo.rollout_cache (default: the config's); 'static' compiles the decode step on a GPU")
     ap.add_argument('--out', help='default: benchmarks/results/vision_reuse.md (world), vision_reuse_7b.md (7b), nothing with --tiny')
     a = ap.parse_args()
     if a.tiny and a.shape != '7b': ap.error('--tiny goes with --shape 7b')
@@ -136,7 +137,7 @@ def main():
     run_cfg = load_config(a.config, RunConfig)
     big = a.shape == '7b'
     sizes = dict(rollout_batch=a.batch or (16 if big else run_cfg.ppo.rollout_batch), minibatch=a.minibatch or (4 if big else run_cfg.ppo.minibatch),
-                 max_new_tokens=a.new_tokens or (32 if big else run_cfg.ppo.max_new_tokens))
+                 max_new_tokens=a.new_tokens or (32 if big else run_cfg.ppo.max_new_tokens), rollout_cache=a.rollout_cache or run_cfg.ppo.rollout_cache)
     cfg = dataclasses.replace(run_cfg.ppo, **sizes, rm_scoring_prompt='', eval_max=0, steps=0)
     cfg.validate()
     out = a.out or (None if a.tiny else str(ROOT/'benchmarks'/'results'/('vision_reuse_7b.md' if big else 'vision_reuse.md')))
@@ -165,18 +166,23 @@ def main():
     log(f'PPO: rollout batch {cfg.rollout_batch}, minibatch {cfg.minibatch}, {cfg.ppo_epochs} PPO epochs, {cfg.max_new_tokens} new tokens; '
         f'setup {time.time() - t_start:.1f} s')
     sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
+    from torch._dynamo.utils import counters
+    phases = []   # ppo_step's own timers: rollout (generate), score, learn
+    def with_reuse(s): phases.append({k.removeprefix('time/'): v for k, v in ppo.ppo_step(s).items() if k.startswith('time/')})
     def timed(fn):
-        calls.clear(); sync(); t0, c0 = time.perf_counter(), time.process_time()
+        calls.clear(); sync(); t0, c0, g0 = time.perf_counter(), time.process_time(), counters['stats']['unique_graphs']
         fn(s); sync()
-        return time.perf_counter() - t0, time.process_time() - c0, len(calls)
-    variants = {'with reuse (ppo.ppo_step)': ppo.ppo_step, 'without reuse (each role encodes)': naive_step}
+        return time.perf_counter() - t0, time.process_time() - c0, len(calls), counters['stats']['unique_graphs'] - g0
+    variants = {'with reuse (ppo.ppo_step)': with_reuse, 'without reuse (each role encodes)': naive_step}
+    if device.type == 'cuda': torch.cuda.reset_peak_memory_stats()
     warm = {name: timed(fn) for name, fn in variants.items()}
-    log('warm-up: ' + ', '.join(f'{name} {t:.2f} s' for name, (t, _, _) in warm.items()))
-    results = {name: dict(step_s=[], step_cpu_s=[], vision_calls=[]) for name in variants}
+    log('warm-up: ' + ', '.join(f'{name} {t:.2f} s ({g} graphs compiled)' for name, (t, _, _, g) in warm.items()))
+    results = {name: dict(step_s=[], step_cpu_s=[], vision_calls=[], graphs_compiled=[]) for name in variants}
     for _ in range(a.steps):   # alternate, so that a change in the machine's load hits both
         for name, fn in variants.items():
-            t, cpu, c = timed(fn)
-            results[name]['step_s'].append(t); results[name]['step_cpu_s'].append(cpu); results[name]['vision_calls'].append(c)
+            t, cpu, c, g = timed(fn)
+            for k, v in zip(('step_s', 'step_cpu_s', 'vision_calls', 'graphs_compiled'), (t, cpu, c, g)): results[name][k].append(v)
+    peak_gb = torch.cuda.max_memory_allocated() / 1e9 if device.type == 'cuda' else None
     shutil.rmtree(tmp, ignore_errors=True)
     with torch.no_grad():   # one encoding of a rollout batch, for scale
         pixels = torch.stack([frames(r) for r in prompts[:cfg.rollout_batch]]).to(device)
@@ -191,18 +197,24 @@ def main():
     log(f'one vision encoding of a rollout batch ({cfg.rollout_batch} x {cfg.n_frames} frames): {t_encode:.3f} s')
     log(f'vision-tower calls per step: {w["vision_calls"][0]} with reuse vs {wo["vision_calls"][0]} without '
         f'({wo["vision_calls"][0] // max(w["vision_calls"][0], 1)}x); time per step: without / with = {ratio:.2f}x (CPU time: {cpu_ratio:.2f}x)')
+    timed_phases = phases[1:]   # after the warm-up step
+    phase_s = {k: float(np.mean([p[k] for p in timed_phases])) for k in timed_phases[0]}
+    log(f'ppo_step phases (rollout cache {cfg.rollout_cache}), mean of the timed steps: ' + ', '.join(f'{k} {v:.2f} s' for k, v in phase_s.items())
+        + f'; graphs compiled after the warm-up: {sum(w["graphs_compiled"]) + sum(wo["graphs_compiled"])}'
+        + (f'; peak GPU memory of the four roles on one base: {peak_gb:.1f} GB' if peak_gb else ''))
     if out:
         head = [f'# Vision-feature reuse in PPO: {a.shape} shape', '',
                 f'- date: {datetime.datetime.now():%Y-%m-%dT%H:%M}; machine: {torch.cuda.get_device_name(0) if device.type == "cuda" else platform.platform() + ", " + (platform.processor() or platform.machine())}, '
                 f'{os.cpu_count()} CPUs, load average at start {load_start:.2f}; torch threads {torch.get_num_threads()}',
                 f'- torch {torch.__version__}, transformers {__import__("transformers").__version__}, peft {__import__("peft").__version__}',
                 f'- command: `{"OMP_NUM_THREADS=1 " if a.threads == 1 else ""}python benchmarks/bench_vision_reuse.py --shape {a.shape} --steps {a.steps}'
-                f'{f" --threads {a.threads}" if a.threads else ""}`', '',
+                f'{f" --threads {a.threads}" if a.threads else ""}{f" --rollout-cache {a.rollout_cache}" if a.rollout_cache else ""}'
+                f'{f" --minibatch {a.minibatch}" if a.minibatch else ""}`', '',
                 'With reuse: `ppo.ppo_step` (the frames of a rollout batch go through the vision tower once; every role reads the same '
                 '`inputs_embeds`). Without: `naive_step` in the script, the same phases with the same functions, but every role encodes '
                 'the frames itself (rollout; policy, reference, value, reward in the score phase; policy and value in every minibatch).', '', '```']
         Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text('\n'.join(head + lines + ['```', '', '```json', json.dumps(dict(ratio=ratio, cpu_ratio=cpu_ratio, encode_s=t_encode, results=results, ppo=sizes,
+        Path(out).write_text('\n'.join(head + lines + ['```', '', '```json', json.dumps(dict(ratio=ratio, cpu_ratio=cpu_ratio, encode_s=t_encode, results=results, ppo=sizes, phase_s=phase_s, peak_gb=peak_gb,
                                                                                              frames=cfg.n_frames, video_tokens=n_tokens), indent=1), '```']) + '\n')
         print(f'wrote {out}')
 

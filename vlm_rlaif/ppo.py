@@ -26,10 +26,10 @@ __all__ = ['REWARD_SOURCES', 'log', 'PLOT_KEYS', 'PPOStageConfig', 'truncate_at_
            'RewardFunction', 'conversation_suffix', 'ModelReward', 'OracleReward', 'PromptVideos', 'read_prompts',
            'world_rl_questions', 'held_out_questions', 'lm_forward', 'sft_steps', 'Roles', 'setup_roles', 'PPOSession',
            'make_session', 'next_prompts', 'prompt_inputs', 'media_token_ids', 'response_logprobs', 'response_values',
-           'NonFiniteError', 'rollout', 'ppo_step', 'evaluate_exact', 'latest_checkpoint', 'save_checkpoint',
-           'load_checkpoint', 'train_ppo', 'rm_scoring_prompt', 'run_ppo', 'plot_ppo_log']
+           'NonFiniteError', 'sampling_kwargs', 'rollout', 'ppo_step', 'evaluate_exact', 'latest_checkpoint',
+           'save_checkpoint', 'load_checkpoint', 'train_ppo', 'rm_scoring_prompt', 'run_ppo', 'plot_ppo_log']
 
-# %% ../nbs/08_ppo.ipynb #6aa806ca
+# %% ../nbs/08_ppo.ipynb #17f99808
 REWARD_SOURCES = ('model', 'oracle')
 
 @dataclasses.dataclass
@@ -58,6 +58,9 @@ class PPOStageConfig:
     temperature: float = knob(1.0, 'sampling temperature (paper: 1, pure sampling)', gt=0)
     top_p: float = knob(1.0, 'nucleus sampling (paper: 1, off)', gt=0, le=1)
     top_k: int = knob(0, 'top-k sampling (paper: 0, off)', ge=0)
+    rollout_cache: str = knob('dynamic', "the rollout's KV cache: 'dynamic' (grows with each token) or 'static' (allocated once; on a GPU transformers then "
+                                         "compiles the decode step, and every rollout batch is left padded to the longest RL prompt so that it compiles once per run)",
+                              choices=('dynamic', 'static'))
     # rewards
     reward: str = knob('model', "the sequence score: 'model' (the reward model in reward/model) or 'oracle' (the world's exact scorer)", choices=REWARD_SOURCES)
     rm_scoring_prompt: str = knob('auto', "the scoring turn after the response in the reward model's input: 'auto': the reward stage's own (its DONE.json config `score_prompt`); empty: none")
@@ -439,7 +442,7 @@ def setup_roles(base, # the SFT video LMM (plain transformers model)
     if reward_model is not None: reward_model.head.requires_grad_(False)
     return Roles(model, value, reward_model, reference_role, trainable)
 
-# %% ../nbs/08_ppo.ipynb #05cf8fb3
+# %% ../nbs/08_ppo.ipynb #99e4698c
 log = logging.getLogger('vlm_rlaif.ppo')
 
 @dataclasses.dataclass
@@ -456,6 +459,7 @@ class PPOSession:
     kl: KLController
     accelerator: object # an `accelerate.Accelerator`
     total_steps: int # PPO steps planned
+    prompt_len: int = 0 # tokens every rollout batch is left padded to (the longest RL prompt, with the 'static' cache); 0: each batch's longest
     step: int = 0 # PPO steps done
     epoch: int = 0 # data position: the epoch ...
     offset: int = 0 # ... and the next prompt of its permutation
@@ -484,9 +488,12 @@ def make_session(roles:Roles, tokenizer, videos:PromptVideos, prompts:list[dict]
     optimizer_steps = total_steps * cfg.ppo_epochs * (cfg.rollout_batch // cfg.minibatch)
     scheduler = get_cosine_schedule_with_warmup(optimizer, cfg.warmup_steps, optimizer_steps)
     kl = KLController(cfg.kl_coef, cfg.kl_target if cfg.adaptive_kl else None, cfg.kl_horizon)
-    return PPOSession(cfg, roles, tokenizer, videos, prompts, reward_fn, optimizer, scheduler, kl, accelerator, total_steps)
+    # a static cache's shape is prompt + response length: one prompt length for the whole run means one compiled decode step
+    collate = _PromptCollator(tokenizer, num_video_tokens(roles.model, videos.n_frames))
+    prompt_len = max(len(collate.example(p)) for p in prompts) if cfg.rollout_cache == 'static' else 0
+    return PPOSession(cfg, roles, tokenizer, videos, prompts, reward_fn, optimizer, scheduler, kl, accelerator, total_steps, prompt_len)
 
-# %% ../nbs/08_ppo.ipynb #cb1a2d98
+# %% ../nbs/08_ppo.ipynb #236b29f2
 def next_prompts(s:PPOSession) -> list[dict]:
     "This process's share of the next rollout batch; advances the data position."
     cfg, batch = s.cfg, []
@@ -501,11 +508,20 @@ def next_prompts(s:PPOSession) -> list[dict]:
 def _has_media(row:dict) -> bool: return bool(row.get('video') or row.get('images'))
 
 class _PromptCollator(GenerationCollator):
-    "`data.GenerationCollator` that also takes text-only prompts (rows with neither video nor images, and no placeholder)."
+    "`data.GenerationCollator` that also takes text-only prompts (rows with neither video nor images, and no placeholder) and left pads to `min_length`."
+    min_length = 0
     def expand(self, ids, labels, f):
         if _has_media(f): return super().expand(ids, labels, f)
         if self.video_id in ids: raise ValueError(f"example {f.get('id', '?')}: a video placeholder in the prompt, but no video or images")
         return ids, labels
+
+    def __call__(self, features:list[dict]) -> dict:
+        batch = super().__call__(features)
+        extra = self.min_length - batch['input_ids'].shape[1]
+        if extra > 0:
+            batch['input_ids'] = torch.nn.functional.pad(batch['input_ids'], (extra, 0), value=self.tok.pad_token_id)
+            batch['attention_mask'] = torch.nn.functional.pad(batch['attention_mask'], (extra, 0), value=0)
+        return batch
 
 def prompt_inputs(s:PPOSession, rows:list[dict]) -> tuple[list[dict], dict, torch.Tensor|None]:
     "`(rows, batch, pixels)`: the rows whose video could be read, their left-padded prompts, and the frames of those with a video (None if none has one); bad videos recorded."
@@ -518,6 +534,7 @@ def prompt_inputs(s:PPOSession, rows:list[dict]) -> tuple[list[dict], dict, torc
             s.counts['dropped_prompts'] += 1
     if not kept: return [], {}, None
     collate = _PromptCollator(s.tokenizer, num_video_tokens(s.model, s.videos.n_frames))
+    collate.min_length = s.prompt_len
     batch = {k: v.to(s.device) for k, v in collate(kept).items()}
     return kept, batch, torch.stack(frames).to(s.device) if frames else None
 
@@ -546,7 +563,7 @@ def _reference(model, role:str|None):
     "Run a block as the reference policy: adapters disabled, or the frozen reference adapter active."
     return adapters_disabled(model) if role is None else active_role(model, role)
 
-# %% ../nbs/08_ppo.ipynb #da294e7c
+# %% ../nbs/08_ppo.ipynb #85622b79
 class NonFiniteError(RuntimeError): pass
 
 def _sum_over_processes(s:PPOSession):
@@ -563,14 +580,18 @@ def _average_gradients(s:PPOSession):
     flat = s.accelerator.reduce(torch.cat([p.grad.flatten() for p in params]), 'mean')
     for p, g in zip(params, flat.split([p.numel() for p in params])): p.grad.copy_(g.view_as(p))
 
+def sampling_kwargs(cfg:PPOStageConfig, tokenizer, model) -> dict:
+    "The `generate` arguments of a rollout: pure sampling as configured, media placeholders never sampled, the configured KV cache."
+    static = dict(cache_implementation='static') if cfg.rollout_cache == 'static' else {}
+    return dict(max_new_tokens=cfg.max_new_tokens, do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
+                eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, suppress_tokens=media_token_ids(model), **static)
+
 def rollout(s:PPOSession, rows:list[dict], batch:dict, pixels:torch.Tensor|None) -> Rollout:
     "Phase 1: encode the videos once (if there are any), sample responses with the KV cache, cut them at the first EOS."
-    cfg, tok = s.cfg, s.tokenizer
+    tok = s.tokenizer
     with torch.no_grad():
         features = encode_video(s.model, pixels) if pixels is not None else None
-        out = generate_with_video(s.model, batch['input_ids'], batch['attention_mask'], features, max_new_tokens=cfg.max_new_tokens,
-                                  do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
-                                  eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, suppress_tokens=media_token_ids(s.model))
+        out = generate_with_video(s.model, batch['input_ids'], batch['attention_mask'], features, **sampling_kwargs(s.cfg, tok, s.model))
     response, mask, has_eos = truncate_at_eos(out, tok.eos_token_id, tok.pad_token_id)
     texts = tok.batch_decode(response, skip_special_tokens=True)
     return Rollout(rows, batch['input_ids'], batch['attention_mask'], features, response, mask, has_eos, texts)

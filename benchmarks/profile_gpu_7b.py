@@ -1,0 +1,112 @@
+"""Where the GPU time of two PPO phases goes at the 7B shape (random weights, bf16; the model of bench_gpu_7b.py):
+the kernels of one decode step of the policy (LoRA active, not compiled, so that every kernel shows) and of one learn
+step (LoRA forward + backward over prompt + response, no gradient checkpointing), from torch.profiler.
+
+It explains the gaps bench_gpu_7b.py measures (decode with the LoRA vs the floor, learn-phase MFU): each table lists
+the kernels by total GPU time, and the summary splits the time into matrix products, attention and the rest.
+
+Usage: python benchmarks/profile_gpu_7b.py [--shape 7b|tiny] [--out FILE]
+"""
+import argparse, datetime, os, sys, time
+from pathlib import Path
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault('HF_HUB_OFFLINE', '1')
+from bench_gpu_7b import build, lm_param_count
+from vlm_rlaif.model import add_role_adapter, embed_inputs, encode_video, num_video_tokens
+
+KINDS = (('matrix products', ('gemm', 'gemv', 'cutlass', 'xmma', 'nvjet', 'matmul', 'splitk', 'aten::mm', 'aten::addmm', 'aten::bmm')),
+         ('attention', ('flash', 'fmha', 'attention', 'softmax')))
+
+def kind_of(name:str) -> str:
+    low = name.lower()
+    return next((kind for kind, keys in KINDS if any(k in low for k in keys)), 'other')
+
+def table(prof, device, top:int) -> tuple[list[str], dict]:
+    "The `top` kernels by GPU (or CPU) self time, and the time per kind."
+    use_cuda = device.type == 'cuda'
+    events = [e for e in prof.key_averages() if (e.self_device_time_total if use_cuda else e.self_cpu_time_total) > 0]
+    key = (lambda e: e.self_device_time_total) if use_cuda else (lambda e: e.self_cpu_time_total)
+    events.sort(key=key, reverse=True)
+    total = sum(key(e) for e in events)
+    per_kind = {}
+    for e in events: per_kind[kind_of(e.key)] = per_kind.get(kind_of(e.key), 0) + key(e)
+    lines = [f'{"kernel":90s} {"calls":>6s} {"ms":>9s} {"share":>6s}']
+    lines += [f'{e.key[:90]:90s} {e.count:6d} {key(e)/1e3:9.2f} {key(e)/total:6.1%}' for e in events[:top]]
+    lines.append(f'total {total/1e3:.2f} ms: ' + ', '.join(f'{k} {v/1e3:.2f} ms ({v/total:.0%})' for k, v in sorted(per_kind.items(), key=lambda kv: -kv[1])))
+    return lines, per_kind
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument('--shape', default='7b', choices=['7b', 'tiny'])
+    ap.add_argument('--batch', type=int, default=16)
+    ap.add_argument('--learn-batch', type=int, default=4)
+    ap.add_argument('--frames', type=int, default=8)
+    ap.add_argument('--new-tokens', type=int, default=128)
+    ap.add_argument('--top', type=int, default=20)
+    ap.add_argument('--out', default=str(ROOT/'benchmarks'/'results'/'profile_gpu_7b.md'))
+    a = ap.parse_args()
+    from torch.profiler import ProfilerActivity, profile
+    device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    dtype = torch.bfloat16 if device.type == 'cuda' else torch.float32
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == 'cuda' else [])
+    sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
+    lines = []
+    def log(msg=''): print(msg, flush=True); lines.append(msg)
+    model = build(a.shape, device, dtype)
+    policy = add_role_adapter(model, 'policy', r=64, alpha=16)
+    for n, p in policy.named_parameters():   # a trained adapter (B is zero at init)
+        if 'lora_B' in n: torch.nn.init.normal_(p, std=1e-3)
+    cfg = model.config
+    n_vid, size, vid = num_video_tokens(model, a.frames), cfg.vision_config.image_size, cfg.video_token_index
+    g = torch.Generator().manual_seed(0)
+    pixels = torch.randn(a.batch, a.frames, 3, size, size, generator=g).to(device, dtype)
+    ids = torch.randint(1, vid - 2, (a.batch, 32 + n_vid), generator=g)
+    ids[:, 16:16 + n_vid] = vid
+    ids, mask = ids.to(device), torch.ones_like(ids).to(device)
+    log(f'shape {a.shape}: LM {lm_param_count(model)/1e9:.2f} B parameters, LoRA r64 on every LM linear layer (adapter weights '
+        f'{next(p for n, p in policy.named_parameters() if "lora_A" in n).dtype}), batch {a.batch}, prompt {ids.shape[1]} tokens')
+
+    # one decode step: the prompt prefilled into a dynamic cache, then one token, eagerly (every kernel visible)
+    with torch.no_grad():
+        feats = encode_video(policy, pixels)
+        out = policy(inputs_embeds=embed_inputs(policy, ids, feats), attention_mask=mask, use_cache=True, logits_to_keep=1)
+        state = dict(cache=out.past_key_values, token=out.logits[:, -1].argmax(-1, keepdim=True), mask=mask)
+        def decode_step():   # one new token per call: the cache grows by one position
+            state['mask'] = torch.cat([state['mask'], torch.ones_like(state['token'])], 1)
+            out = policy(input_ids=state['token'], attention_mask=state['mask'], past_key_values=state['cache'], use_cache=True)
+            state['token'] = out.logits[:, -1].argmax(-1, keepdim=True)
+        for _ in range(2): decode_step()   # warm-up
+        sync()
+        with profile(activities=activities) as prof:
+            decode_step(); sync()
+    rows, _ = table(prof, device, a.top)
+    log(''); log('## one decode step (LoRA active, eager)'); [log(r) for r in rows]
+
+    # one learn step: forward + backward of the policy over prompt + response, no gradient checkpointing
+    b = a.learn_batch
+    seq = torch.cat([ids[:b], torch.randint(1, vid - 2, (b, a.new_tokens), device=device)], 1)
+    policy.train(); policy.enable_input_require_grads()
+    def fwd_bwd():
+        out = policy(inputs_embeds=embed_inputs(policy, seq, feats[:b]), attention_mask=torch.ones_like(seq), logits_to_keep=a.new_tokens + 1)
+        (-out.logits[:, :-1].float().log_softmax(-1).gather(-1, seq[:, -a.new_tokens:, None]).mean()).backward()
+        policy.zero_grad(set_to_none=True)
+    fwd_bwd(); sync()
+    t0 = time.perf_counter(); fwd_bwd(); sync(); t = time.perf_counter() - t0
+    with profile(activities=activities) as prof:
+        fwd_bwd(); sync()
+    rows, _ = table(prof, device, a.top)
+    log(''); log(f'## one learn step ({b} x {seq.shape[1]} tokens, no checkpointing; {t:.2f} s unprofiled)'); [log(r) for r in rows]
+    if a.out:
+        head = [f'# Kernel time of a decode step and a learn step at the 7B shape ({a.shape})', '',
+                f'- date: {datetime.date.today()}  machine: {torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu"}',
+                f'- torch {torch.__version__}, transformers {__import__("transformers").__version__}, peft {__import__("peft").__version__}',
+                f'- command: `python benchmarks/profile_gpu_7b.py --shape {a.shape}`', '', '```']
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_text('\n'.join(head + lines + ['```']) + '\n')
+        print(f'wrote {a.out}')
+
+if __name__ == '__main__':
+    main()
