@@ -442,7 +442,7 @@ def setup_roles(base, # the SFT video LMM (plain transformers model)
     if reward_model is not None: reward_model.head.requires_grad_(False)
     return Roles(model, value, reward_model, reference_role, trainable)
 
-# %% ../nbs/08_ppo.ipynb #99e4698c
+# %% ../nbs/08_ppo.ipynb #6e995d1d
 log = logging.getLogger('vlm_rlaif.ppo')
 
 @dataclasses.dataclass
@@ -488,9 +488,10 @@ def make_session(roles:Roles, tokenizer, videos:PromptVideos, prompts:list[dict]
     optimizer_steps = total_steps * cfg.ppo_epochs * (cfg.rollout_batch // cfg.minibatch)
     scheduler = get_cosine_schedule_with_warmup(optimizer, cfg.warmup_steps, optimizer_steps)
     kl = KLController(cfg.kl_coef, cfg.kl_target if cfg.adaptive_kl else None, cfg.kl_horizon)
-    # a static cache's shape is prompt + response length: one prompt length for the whole run means one compiled decode step
-    collate = _PromptCollator(tokenizer, num_video_tokens(roles.model, videos.n_frames))
-    prompt_len = max(len(collate.example(p)) for p in prompts) if cfg.rollout_cache == 'static' else 0
+    prompt_len = 0
+    if cfg.rollout_cache == 'static':   # the cache's shape is prompt + response length: one prompt length per run, one compiled decode step
+        collate = _PromptCollator(tokenizer, num_video_tokens(roles.model, videos.n_frames))
+        prompt_len = max((len(collate.example(p)) for p in prompts), default=0)
     return PPOSession(cfg, roles, tokenizer, videos, prompts, reward_fn, optimizer, scheduler, kl, accelerator, total_steps, prompt_len)
 
 # %% ../nbs/08_ppo.ipynb #236b29f2
