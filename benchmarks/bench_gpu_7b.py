@@ -68,6 +68,11 @@ def compiled_graphs() -> int:
     from torch._dynamo.utils import counters
     return counters['stats']['unique_graphs']
 
+def nudge_lora(model):
+    "Change every LoRA weight in place, as an optimizer step does (same tensors, new values)."
+    for n, p in model.named_parameters():
+        if 'lora_' in n: p.add_(torch.randn_like(p) * 1e-4)
+
 def timed(fn, device, reps=1):
     "(result of the last call, mean seconds per call)"
     sync(device); t0 = time.perf_counter()
@@ -166,8 +171,7 @@ def main():
     with torch.no_grad():
         step('lora', lambda: measure('decode_lora_unmerged', policy, **static))
         def update_and_measure():
-            for n, p in policy.named_parameters():
-                if 'lora_' in n: p.add_(torch.randn_like(p) * 1e-4)   # an optimizer step, in place
+            nudge_lora(policy)
             measure('decode_lora_after_update', policy, **static)
         step('lora update', update_and_measure)
         def reference():
@@ -183,8 +187,7 @@ def main():
         ppo_cfg = PPOStageConfig(max_new_tokens=a.new_tokens, rollout_cache='static' if static else 'dynamic')
         kwargs = sampling_kwargs(ppo_cfg, SimpleNamespace(eos_token_id=None, pad_token_id=0), policy)   # no EOS: every row samples all tokens
         def update_then_generate():
-            for n, p in policy.named_parameters():
-                if 'lora_' in n: p.add_(torch.randn_like(p) * 1e-4)
+            nudge_lora(policy)
             return generate_with_video(policy, ids, mask, feats, min_new_tokens=a.new_tokens, **kwargs)
         step('ppo rollout', lambda: measure('decode_ppo_rollout', policy, reps=3, call=update_then_generate))
 

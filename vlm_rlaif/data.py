@@ -14,8 +14,9 @@ from .core import atomic_write_json, count_statuses, make_record, register_statu
 
 # %% auto #0
 __all__ = ['VIDEO_EXTENSIONS', 'PLACEHOLDERS', 'FORMATS', 'CURRICULUM_WORDS', 'DataError', 'resolve_video', 'read_records',
-           'write_records', 'read_instructions', 'read_preferences', 'read_rl_prompts', 'read_qa', 'read_vcg',
-           'load_sample_frames', 'answer_words', 'curriculum_split', 'to_messages', 'SFTCollator', 'GenerationCollator']
+           'extra_fields', 'write_records', 'read_instructions', 'read_preferences', 'read_rl_prompts', 'read_qa',
+           'read_vcg', 'load_sample_frames', 'answer_words', 'curriculum_split', 'to_messages', 'SFTCollator',
+           'GenerationCollator']
 
 # %% ../nbs/03_data.ipynb #70dd900f
 register_status('unknown_video', 'the sample names a video or frame image that does not exist')
@@ -121,7 +122,7 @@ class _Check:
         status, key, msg = self.problems[0]
         return status, f'{self.path}: line {self.line}: key {key!r}: {msg}'
 
-# %% ../nbs/03_data.ipynb #abd68e69
+# %% ../nbs/03_data.ipynb #df2262a1
 def _features(kind):
     from datasets import Features, Sequence, Value
     turn = [{'from': Value('string'), 'value': Value('string')}]
@@ -227,6 +228,10 @@ def _unencodable_key(obj, key:str='') -> str|None:
         if found is not None: return found
     return None
 
+def extra_fields(row:dict) -> dict:
+    "A read row's fields beyond its format's (the `extra` column, kept as JSON text), as a dict."
+    return json.loads(row['extra']) if row.get('extra') else {}
+
 def _record(kind, row):
     rec = {}
     if kind in ('instructions', 'rl_prompts', 'preferences'):
@@ -239,7 +244,7 @@ def _record(kind, row):
                        preference=int(row['preference']))
     else:
         rec.update({k: row[k] for k in _KEYS[kind] if k in row and (row[k] is not None or not k.startswith('pred'))})
-    if row.get('extra'): rec.update(json.loads(row['extra']))
+    rec.update(extra_fields(row))
     return rec
 
 def write_records(ds, # a Dataset (as read) or a list of rows
@@ -313,7 +318,7 @@ def to_messages(conversations:list[dict], # LLaVA turns [{'from': 'human'|'gpt',
         msgs.append({'role': role, 'content': parts})
     return msgs
 
-# %% ../nbs/03_data.ipynb #2f16dd95
+# %% ../nbs/03_data.ipynb #e280df15
 class _ChatCollator:
     def __init__(self, tokenizer, # any HF tokenizer with a chat template
                  num_video_tokens:int, # tokens the model makes of one video (the placeholder is expanded to this many)
@@ -379,7 +384,11 @@ class SFTCollator(_ChatCollator):
         return self.extras(features, batch)
 
 class GenerationCollator(_ChatCollator):
-    "Left-padded prompts ending with the generation prompt (a trailing assistant answer is dropped)."
+    "Left-padded prompts ending with the generation prompt (a trailing assistant answer is dropped), at least `min_length` tokens wide."
+    def __init__(self, *args, min_length:int=0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.min_length = min_length   # a fixed width for every batch (a compiled decode step keeps one shape)
+
     def example(self, f):
         msgs = self.messages(f)
         if msgs and msgs[-1]['role'] == 'assistant': msgs = msgs[:-1]
@@ -389,7 +398,7 @@ class GenerationCollator(_ChatCollator):
     def __call__(self, features:list[dict]) -> dict:
         import torch
         rows = [self.example(f) for f in features]
-        L, pad = max(len(i) for i in rows), self.tok.pad_token_id
+        L, pad = max(self.min_length, *(len(i) for i in rows)), self.tok.pad_token_id
         batch = dict(input_ids=torch.tensor([[pad] * (L - len(i)) + i for i in rows]),
                      attention_mask=torch.tensor([[0] * (L - len(i)) + [1] * len(i) for i in rows]))
         return self.extras(features, batch)
