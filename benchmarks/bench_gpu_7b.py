@@ -5,15 +5,19 @@ Measured side by side in one run, through the package's own code path (model.enc
 generate_with_video, add_role_adapter, ScalarHeadModel):
   vision encoding; prefill; decode step time against the memory-bandwidth floor
   (LM weight bytes + KV-cache bytes at the end) / 3.35 TB/s, for plain `generate` (dynamic cache), static cache +
-  compilation, the same with the policy's LoRA active (unmerged), after an in-place LoRA update, inside
-  disable_adapter() (the reference), with the LoRA merged into the base, and as the PPO rollout samples
-  (`vlm_rlaif.ppo.sampling_kwargs` with `rollout_cache='static'`, the LoRA updated in place before every call); each row
-  counts the graphs torch.compile built on its first call and after it (a recompilation per PPO step would show there);
-  the learn phase (LoRA forward + backward over prompt + response) in tokens/s and MFU: with gradient checkpointing at
-  --learn-batch, without it at half that batch, with it at twice that batch;
-  the peak memory of one PPO step with the four roles (policy + reference on one base, reward + value on another).
+  compilation; as the PPO rollout samples (`vlm_rlaif.ppo.sampling_kwargs` with `rollout_cache='static'`, the LoRA
+  updated in place before every call) from a `MergedCopy` (rollout_weights='merged', refreshed before every call) and
+  through the unmerged adapter (rollout_weights='adapter'); then, budget allowing, the policy's LoRA active, after an
+  in-place LoRA update, inside disable_adapter() (the reference), with the LoRA merged by peft. Each row counts the
+  graphs torch.compile built on its first call and after it (a recompilation per PPO step would show there).
+  The learn phase (LoRA forward + backward over prompt + response, `vlm_rlaif.ppo.response_logprobs`, so in
+  `lm_precision`) in tokens/s and MFU: without gradient checkpointing at half --learn-batch, once more with peft's
+  float32 LoRA casts (the forward as it ran before `lm_precision`), once more with every decoder layer compiled;
+  with checkpointing at --learn-batch and at twice it.
+  The peak memory of one PPO step with the four roles (policy + reference on one base, reward + value on another),
+  with the merged copy the rollout samples from.
 
-Usage: python benchmarks/bench_gpu_7b.py [--shape 7b|tiny] [--out FILE] [--no-compile] [--budget-s 480]
+Usage: python benchmarks/bench_gpu_7b.py [--shape 7b|tiny] [--out FILE] [--no-compile] [--budget-s 480] [--only learn]
 Each measurement is guarded: a failure is recorded and the next one runs; past --budget-s the rest is skipped.
 """
 import argparse, datetime, json, os, platform, sys, time, traceback
@@ -24,8 +28,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
-from vlm_rlaif.model import ScalarHeadModel, add_role_adapter, embed_inputs, encode_video, generate_with_video, num_video_tokens
-from vlm_rlaif.ppo import PPOStageConfig, sampling_kwargs
+from vlm_rlaif.model import MergedCopy, ScalarHeadModel, add_role_adapter, embed_inputs, encode_video, generate_with_video, num_video_tokens
+from vlm_rlaif.ppo import PPOStageConfig, response_logprobs, sampling_kwargs
 
 HBM_BYTES_PER_S = 3.35e12       # H100 SXM memory bandwidth
 PEAK_BF16_DENSE = 989e12        # H100 SXM dense bf16 (spec); perf-notes.md measured ~790e12 in practice
@@ -89,6 +93,7 @@ def main():
     ap.add_argument('--learn-batch', type=int, default=8)
     ap.add_argument('--no-compile', action='store_true')
     ap.add_argument('--budget-s', type=float, default=480)
+    ap.add_argument('--only', choices=['all', 'learn'], default='all', help="'learn': the learn-phase rows only (after vision and prefill)")
     ap.add_argument('--out', default=str(ROOT/'benchmarks'/'results'/'gpu_7b.md'))
     a = ap.parse_args()
     device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
@@ -102,10 +107,11 @@ def main():
         head = [f'# GPU benchmark: PPO phases at the 7B shape ({a.shape})', '',
                 f'- date: {datetime.date.today()}  machine: {torch.cuda.get_device_name(0) if device.type == "cuda" else platform.processor() or "cpu"}',
                 f'- torch {torch.__version__}, transformers {__import__("transformers").__version__}, peft {__import__("peft").__version__}',
-                f'- command: `python benchmarks/bench_gpu_7b.py --shape {a.shape}{" --no-compile" if a.no_compile else ""}{f" --budget-s {a.budget_s:g}" if a.budget_s != 480 else ""}`', '', '```']
+                f'- command: `python benchmarks/bench_gpu_7b.py --shape {a.shape}{" --no-compile" if a.no_compile else ""}{f" --budget-s {a.budget_s:g}" if a.budget_s != 480 else ""}{f" --only {a.only}" if a.only != "all" else ""}`', '', '```']
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text('\n'.join(head + lines + ['```', '', '```json', json.dumps(res, indent=1), '```']) + '\n')
-    def step(name, fn):
+    def step(name, fn, part='decode'):
+        if a.only != 'all' and part not in (a.only, 'setup'): return None
         if time.time() - t_start > a.budget_s: log(f'{name}: skipped (past the {a.budget_s:.0f} s budget)'); return None
         try: return fn()
         except Exception as e:
@@ -135,15 +141,15 @@ def main():
     log(f'prompt {prompt_len} tokens x {a.batch}; decode floor (weights {lm_bytes/1e9:.1f} GB + KV {kv_bytes/1e9:.1f} GB) / 3.35 TB/s = {floor_s*1e3:.2f} ms')
 
     with torch.no_grad():
-        feats = step('vision', lambda: timed(lambda: encode_video(model, pixels), device, 1)[0])
+        feats = step('vision', lambda: timed(lambda: encode_video(model, pixels), device, 1)[0], 'setup')
         if feats is None: return
         _, t_vis = timed(lambda: encode_video(model, pixels), device, 3)
         res['vision_ms'] = t_vis * 1e3; log(f'vision encoding, {a.batch} x {a.frames} frames: {t_vis*1e3:.1f} ms')
         def prefill():
             emb = embed_inputs(model, ids, feats)
             return model(inputs_embeds=emb, attention_mask=mask, use_cache=True, logits_to_keep=1)
-        step('prefill warm-up', prefill)
-        r = step('prefill', lambda: timed(prefill, device, 3))
+        step('prefill warm-up', prefill, 'setup')
+        r = step('prefill', lambda: timed(prefill, device, 3), 'setup')
         t_pre = r[1] if r else float('nan')
         res['prefill_ms'] = t_pre * 1e3; log(f'prefill: {t_pre*1e3:.1f} ms')
 
@@ -162,12 +168,118 @@ def main():
             log(f'{label}: first call {first:.1f}s ({g1 - g0} graphs compiled), then {t:.2f}s per generate = {ms:.2f} ms/step = '
                 f'{ms/(floor_s*1e3):.2f}x floor ({compiled_graphs() - g1} graphs compiled)')
         static = {} if a.no_compile else dict(cache_implementation='static')
-        step('dynamic', lambda: measure('decode_dynamic', model, reps=1))
         if not a.no_compile: step('static', lambda: measure('decode_static_compiled', model, **static))
 
     policy = add_role_adapter(model, 'policy', r=64, alpha=16)
     for n, p in policy.named_parameters():   # a trained adapter: B is zero at init, which would make LoRA a no-op
         if 'lora_B' in n: torch.nn.init.normal_(p, std=1e-3)
+    # the PPO rollout itself: vlm_rlaif.ppo.sampling_kwargs with the static cache (pure sampling, placeholders suppressed),
+    # the LoRA updated in place before every generate as an optimizer step would
+    ppo_cfg = PPOStageConfig(max_new_tokens=a.new_tokens, rollout_cache='static' if static else 'dynamic')
+    kwargs = sampling_kwargs(ppo_cfg, SimpleNamespace(eos_token_id=None, pad_token_id=0), policy)   # no EOS: every row samples all tokens
+    sampler = None
+    with torch.no_grad():
+        def merged_rollout():   # rollout_weights='merged': ppo.rollout refreshes the copy, then samples from it
+            nonlocal sampler
+            sampler = sampler or MergedCopy(policy, 'policy')
+            def update_refresh_generate():
+                nudge_lora(policy); sampler.refresh()
+                return generate_with_video(sampler.model, ids, mask, feats, min_new_tokens=a.new_tokens, **kwargs)
+            measure('decode_ppo_rollout_merged', sampler.model, reps=3, call=update_refresh_generate)
+        step('ppo rollout, merged copy', merged_rollout)
+        def update_then_generate():   # rollout_weights='adapter'
+            nudge_lora(policy)
+            return generate_with_video(policy, ids, mask, feats, min_new_tokens=a.new_tokens, **kwargs)
+        step('ppo rollout, adapter', lambda: measure('decode_ppo_rollout', policy, reps=3, call=update_then_generate))
+
+    # the learn phase: LoRA forward + backward over prompt + response
+    decoder_layers = policy.get_base_model().get_decoder().layers
+    def learn(b, checkpointing=True, variant=''):
+        label = f'learn_b{b}' + ('_ckpt' if checkpointing else '') + (f'_{variant}' if variant else '')
+        policy.train()
+        if checkpointing: policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={'use_reentrant': False})
+        policy.enable_input_require_grads()
+        if variant == 'compiled':
+            for layer in decoder_layers: layer.compile()
+        if device.type == 'cuda': torch.cuda.empty_cache(); torch.cuda.reset_peak_memory_stats()
+        resp = torch.randint(1, vid - 2, (b, a.new_tokens), device=device)
+        seq = torch.cat([ids[:b], resp], 1)
+        m = torch.ones_like(seq)
+        with torch.no_grad(): f = feats[:b]
+        def fwd_bwd():
+            emb = embed_inputs(policy, seq, f)
+            if variant == 'peft_casts':   # the forward as it ran before lm_precision: peft casts each LoRA input to float32
+                out = policy(inputs_embeds=emb, attention_mask=m, logits_to_keep=a.new_tokens + 1)
+                logp = out.logits[:, :-1].float().log_softmax(-1).gather(-1, resp[..., None]).mean()
+            else: logp = response_logprobs(policy, emb, m, resp).mean()
+            (-logp).backward()
+            policy.zero_grad(set_to_none=True)
+        try:
+            g0 = compiled_graphs()
+            _, first = timed(fwd_bwd, device)
+            g1 = compiled_graphs()
+            _, t = timed(fwd_bwd, device, 3)
+        finally:
+            policy.gradient_checkpointing_disable(); policy.eval()
+            if variant == 'compiled':
+                for layer in decoder_layers: layer._compiled_call_impl = None   # back to eager for the rows after
+        tokens = b * seq.shape[1]
+        tps = tokens / t
+        # MFU's convention: 6N per token (2N forward + 4N backward). With LoRA the frozen weights get no gradient, so the
+        # hardware does 4N (+2N recomputation under checkpointing): the second figure counts what it really computed.
+        flops, hw = 6 * n_lm * tokens / t, (6 if checkpointing else 4) * n_lm * tokens / t
+        res[label] = dict(seconds=t, first_call_s=first, graphs_first_call=g1 - g0, tokens=tokens, tokens_per_s=tps, tflops_6n=flops / 1e12,
+                          mfu_spec=flops / PEAK_BF16_DENSE, hardware_tflops=hw / 1e12,
+                          peak_mem_gb=torch.cuda.max_memory_allocated() / 1e9 if device.type == 'cuda' else None)
+        log(f'{label}: {b} x {seq.shape[1]} tokens in {t:.2f}s = {tps:,.0f} tokens/s, {flops/1e12:.0f} TFLOP/s (6N), MFU {flops/PEAK_BF16_DENSE:.1%} '
+            f'of 989 TFLOP/s; computed {hw/1e12:.0f} TFLOP/s; peak {res[label]["peak_mem_gb"] or 0:.1f} GB; first call {first:.1f}s ({g1 - g0} graphs)')
+    half = max(1, a.learn_batch // 2)
+    if sampler is not None:   # its memory back for the learn rows (four_roles makes its own)
+        sampler = None
+        if device.type == 'cuda': torch.cuda.empty_cache()
+    step('learn, no checkpointing', lambda: learn(half, checkpointing=False), 'learn')
+    step('learn, no checkpointing, peft casts', lambda: learn(half, checkpointing=False, variant='peft_casts'), 'learn')
+    step('learn, checkpointing', lambda: learn(a.learn_batch), 'learn')
+    step('learn, checkpointing, peft casts', lambda: learn(a.learn_batch, variant='peft_casts'), 'learn')
+    step('learn, checkpointing, batch x2', lambda: learn(a.learn_batch * 2), 'learn')
+
+    # one PPO step with the four roles: policy + reference (one base), reward + value (a second base)
+    def four_roles():
+        if device.type == 'cuda': torch.cuda.reset_peak_memory_stats()
+        base2 = build(a.shape, device, dtype)
+        rm_lm = add_role_adapter(base2, 'reward', r=64, alpha=16)
+        reward = ScalarHeadModel(rm_lm, role='reward')
+        value = ScalarHeadModel(add_role_adapter(rm_lm, 'value', r=64, alpha=16), role='value', per_token=True, zero_init=True)
+        reward.to(device); value.to(device)
+        b = a.learn_batch
+        sampler = MergedCopy(policy, 'policy')   # rollout_weights='merged'
+        with torch.no_grad():   # as the rollout samples, then the score phase's forwards
+            resp = generate_with_video(sampler.model, ids, mask, feats, min_new_tokens=a.new_tokens, **kwargs)[:b]
+            seq = torch.cat([ids[:b], resp], 1); m = torch.ones_like(seq); f = feats[:b]
+            emb = embed_inputs(policy, seq, f)
+            response_logprobs(policy, emb, m, resp)
+            with policy.disable_adapter(): response_logprobs(policy, emb, m, resp)
+            reward(seq, m, video_features=f)
+        policy.train(); value.train()
+        try:
+            for mdl in (policy, rm_lm):
+                mdl.gradient_checkpointing_enable(gradient_checkpointing_kwargs={'use_reentrant': False}); mdl.enable_input_require_grads()
+            response_logprobs(policy, embed_inputs(policy, seq, f), m, resp).mean().backward()
+            value(seq, m, video_features=f).float().mean().backward()
+            sync(device)
+        finally:
+            policy.gradient_checkpointing_disable(); policy.eval(); policy.zero_grad(set_to_none=True)
+        peak = torch.cuda.max_memory_allocated() / 1e9 if device.type == 'cuda' else float('nan')
+        res['ppo_step_four_roles_peak_gb'] = peak
+        log(f'one PPO step, four roles (two bases) and the merged copy the rollout samples from, batch {b}: peak memory {peak:.1f} GB')
+    step('four roles', four_roles, 'memory')
+    if device.type == 'cuda': torch.cuda.empty_cache()
+    # experimental: every decoder layer compiled (torch.compile fuses the norms, rotary, activations and LoRA additions)
+    if not a.no_compile:
+        step('learn, no checkpointing, compiled layers', lambda: learn(half, checkpointing=False, variant='compiled'), 'learn')
+        step('learn, checkpointing, compiled layers', lambda: learn(a.learn_batch, variant='compiled'), 'learn')
+
+    # budget allowing: the unmerged LoRA, after an update, the reference, peft's merge (generate_with_video: in lm_precision)
     with torch.no_grad():
         step('lora', lambda: measure('decode_lora_unmerged', policy, **static))
         def update_and_measure():
@@ -182,74 +294,7 @@ def main():
             try: measure('decode_lora_merged', policy, **static)
             finally: policy.unmerge_adapter()
         step('merged', merged)
-        # the PPO rollout itself: vlm_rlaif.ppo.sampling_kwargs with the static cache (pure sampling, placeholders suppressed),
-        # the LoRA updated in place before every generate as an optimizer step would
-        ppo_cfg = PPOStageConfig(max_new_tokens=a.new_tokens, rollout_cache='static' if static else 'dynamic')
-        kwargs = sampling_kwargs(ppo_cfg, SimpleNamespace(eos_token_id=None, pad_token_id=0), policy)   # no EOS: every row samples all tokens
-        def update_then_generate():
-            nudge_lora(policy)
-            return generate_with_video(policy, ids, mask, feats, min_new_tokens=a.new_tokens, **kwargs)
-        step('ppo rollout', lambda: measure('decode_ppo_rollout', policy, reps=3, call=update_then_generate))
-
-    # the learn phase: LoRA forward + backward over prompt + response, gradient checkpointing
-    def learn(b, checkpointing=True):
-        label = f'learn_b{b}' + ('_ckpt' if checkpointing else '')
-        policy.train()
-        if checkpointing: policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={'use_reentrant': False})
-        policy.enable_input_require_grads()
-        if device.type == 'cuda': torch.cuda.empty_cache(); torch.cuda.reset_peak_memory_stats()
-        seq = torch.cat([ids[:b], torch.randint(1, vid - 2, (b, a.new_tokens), device=device)], 1)
-        m = torch.ones_like(seq)
-        with torch.no_grad(): f = feats[:b]
-        def fwd_bwd():
-            emb = embed_inputs(policy, seq, f)
-            out = policy(inputs_embeds=emb, attention_mask=m, logits_to_keep=a.new_tokens + 1)
-            logp = out.logits[:, :-1].float().log_softmax(-1).gather(-1, seq[:, -a.new_tokens:, None]).mean()
-            (-logp).backward()
-            policy.zero_grad(set_to_none=True)
-        try:
-            fwd_bwd()
-            _, t = timed(fwd_bwd, device, 3)
-        finally:
-            policy.gradient_checkpointing_disable(); policy.eval()
-        tokens = b * seq.shape[1]
-        tps = tokens / t
-        # MFU's convention: 6N per token (2N forward + 4N backward). With LoRA the frozen weights get no gradient, so the
-        # hardware does 4N (+2N recomputation under checkpointing): the second figure counts what it really computed.
-        flops, hw = 6 * n_lm * tokens / t, (6 if checkpointing else 4) * n_lm * tokens / t
-        res[label] = dict(seconds=t, tokens=tokens, tokens_per_s=tps, tflops_6n=flops / 1e12, mfu_spec=flops / PEAK_BF16_DENSE,
-                          hardware_tflops=hw / 1e12, peak_mem_gb=torch.cuda.max_memory_allocated() / 1e9 if device.type == 'cuda' else None)
-        log(f'{label}: {b} x {seq.shape[1]} tokens in {t:.2f}s = {tps:,.0f} tokens/s, {flops/1e12:.0f} TFLOP/s (6N), MFU {flops/PEAK_BF16_DENSE:.1%} '
-            f'of 989 TFLOP/s; computed {hw/1e12:.0f} TFLOP/s; peak {res[label]["peak_mem_gb"] or 0:.1f} GB')
-    step('learn', lambda: learn(a.learn_batch))                      # as perf-notes.md measured it
-    step('learn, no checkpointing', lambda: learn(a.learn_batch // 2, checkpointing=False))
-    step('learn, batch x2', lambda: learn(a.learn_batch * 2))
-
-    # one PPO step with the four roles: policy + reference (one base), reward + value (a second base)
-    def four_roles():
-        if device.type == 'cuda': torch.cuda.reset_peak_memory_stats()
-        base2 = build(a.shape, device, dtype)
-        rm_lm = add_role_adapter(base2, 'reward', r=64, alpha=16)
-        reward = ScalarHeadModel(rm_lm, role='reward')
-        value = ScalarHeadModel(add_role_adapter(rm_lm, 'value', r=64, alpha=16), role='value', per_token=True, zero_init=True)
-        reward.to(device); value.to(device)
-        b = a.learn_batch
-        with torch.no_grad():
-            resp = generate_with_video(policy, ids, mask, feats, min_new_tokens=a.new_tokens, **kwargs)[:b]   # as the rollout samples
-            seq = torch.cat([ids[:b], resp], 1); m = torch.ones_like(seq); f = feats[:b]
-            with policy.disable_adapter(): policy(inputs_embeds=embed_inputs(policy, seq, f), attention_mask=m, logits_to_keep=a.new_tokens + 1)
-            reward(seq, m, video_features=f)
-        policy.train(); value.train()
-        for mdl in (policy, rm_lm):
-            mdl.gradient_checkpointing_enable(gradient_checkpointing_kwargs={'use_reentrant': False}); mdl.enable_input_require_grads()
-        out = policy(inputs_embeds=embed_inputs(policy, seq, f), attention_mask=m, logits_to_keep=a.new_tokens + 1)
-        out.logits.float().mean().backward()
-        value(seq, m, video_features=f).float().mean().backward()
-        sync(device)
-        peak = torch.cuda.max_memory_allocated() / 1e9 if device.type == 'cuda' else float('nan')
-        res['ppo_step_four_roles_peak_gb'] = peak
-        log(f'one PPO step, four roles (two bases), batch {b}: peak memory {peak:.1f} GB')
-    step('four roles', four_roles)
+        step('dynamic', lambda: measure('decode_dynamic', model, reps=1))
     log(f'total {time.time() - t_start:.0f}s')
 
 if __name__ == '__main__':

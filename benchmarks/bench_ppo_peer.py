@@ -4,9 +4,12 @@ Both sides run the same policy (the world model's language model, ModelConfig de
 offline BPE vocabulary, random weights: the same weights on both sides), on the same text-only prompts (token for token),
 with the same rollout batch, minibatch, PPO epochs, response length, sampling (temperature 1, no top-k/top-p), LoRA
 (r 8, alpha 16, every linear layer of the decoder), KL coefficient, clip ranges, value coefficient, gamma and lambda, in
-fp32 on the CPU with the same number of torch threads, each in a fresh process. samples/s = prompts per second over the
-PPO steps after the first (warm-up) step; samples per CPU-second = the same over the process's CPU time, which (with one
-thread per side) does not move with the load of a shared machine. Sides alternate for --rounds rounds; the best counts.
+fp32 on the CPU with one torch thread each, each in a fresh process. samples/s = prompts per second over the PPO steps
+after the first (warm-up) step. The two sides of a comparison run at the same time, each pinned to its own core (swapped
+every round), so that both see the same machine: on a shared VM the speed of a core drifts by 10-30% within minutes,
+more than the differences measured, and timing the sides one after the other compared the drift. Both wait for each
+other after their warm-up step, so their timed steps start together (the faster side finishes first). Each round gives
+one paired ratio per variant of ours; the report gives their median over --rounds rounds. Needs two cores.
 
 What each side does per PPO step (the design differences are part of what is compared; see the results' notes):
 - ours (vlm_rlaif.ppo.ppo_step): every role on one base: the policy is a LoRA adapter, the reference is the base with
@@ -14,6 +17,9 @@ What each side does per PPO step (the design differences are part of what is com
   adapter + head. Rollout: sampling with the KV cache. Score: one forward each of the policy (old log-probs and entropy),
   the reference, the value model and the reward model, logits only over the response positions. Learn: per minibatch one
   policy and one value forward + backward, gradient clipping, AdamW.
+- ours, fast (the same with ppo.old_logprobs='sampling' and ppo.rollout_weights='merged'): the rollout samples from a
+  merged copy of the policy (no LoRA cost per sampled token) and keeps its logits; the score phase takes the old
+  log-probs and the entropy from them, as trl does, so it runs three forwards.
 - trl (PPOTrainer.train): the policy is a LoRA adapter (peft_config; the reference is the adapter disabled, trl's own
   sharing); the value model and the reward model are separate LlamaForSequenceClassification models (trl's design: the
   value model is trained in full). Rollout: sampling with the KV cache, the old log-probs taken from the sampling logits
@@ -23,10 +29,10 @@ What each side does per PPO step (the design differences are part of what is com
 trl runs in its own virtual environment (created on first use, reused after: ~/.cache/vlm_rlaif/trl112-venv, or
 $VLM_RLAIF_TRL_VENV) with the package versions pinned below; ours runs in this project's environment.
 
-Usage: python benchmarks/bench_ppo_peer.py [--steps 8] [--rounds 2] [--threads 1] [--trl-value full|lora] [--out FILE]
+Usage: python benchmarks/bench_ppo_peer.py [--steps 8] [--rounds 3] [--trl-value full|lora] [--out FILE]
 (--trl-value lora: trl's value model with its backbone frozen under a LoRA adapter, closer to ours; not trl's design.)
 """
-import argparse, datetime, json, os, platform, shutil, subprocess, sys, tempfile, time
+import argparse, datetime, json, os, platform, shutil, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,6 +43,8 @@ VENV = Path(os.environ.get('VLM_RLAIF_TRL_VENV', Path.home()/'.cache'/'vlm_rlaif
 PINS = ['torch==2.13.0', 'trl==1.12.0', 'transformers==5.15.1', 'accelerate==1.14.0', 'datasets==5.0.0', 'peft==0.20.0']
 LORA_TARGETS = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj']   # every linear layer of a Llama decoder
 LR = 1e-5   # small, so both policies stay near their common start and sample responses of the same length
+OURS = {'ours': dict(old_logprobs='forward', rollout_weights='adapter'),       # the knobs' defaults
+        'ours, fast': dict(old_logprobs='sampling', rollout_weights='merged')}
 
 
 def ensure_trl_venv() -> Path:
@@ -94,6 +102,14 @@ def prepare(work:Path, n_prompts:int):
 
 # ---------------------------------------------------------------- ours (this project's venv)
 
+def wait_for_partner(a):
+    "After the warm-up step: mark this side ready and wait for the other side of the pair, so that their timed steps run at the same time."
+    Path(f'{a.pair}.{a.side}').touch()
+    other, deadline = Path(f"{a.pair}.{'trl' if a.side == 'ours' else 'ours'}"), time.time() + 900
+    while not other.exists():
+        if time.time() > deadline: raise TimeoutError(f'{a.side}: the other side of {a.pair} never got ready')
+        time.sleep(0.01)
+
 def run_ours(work:Path, a) -> dict:
     import numpy as np, torch
     torch.set_num_threads(a.threads)
@@ -103,7 +119,7 @@ def run_ours(work:Path, a) -> dict:
     offline_env()
     setup = json.loads((work/'setup.json').read_text())
     cfg = PPOStageConfig(steps=a.steps, rollout_batch=a.batch, minibatch=a.minibatch, ppo_epochs=a.epochs, max_new_tokens=a.new_tokens,
-                         lr=LR, warmup_steps=0, rm_scoring_prompt='', eval_max=0)
+                         lr=LR, warmup_steps=0, rm_scoring_prompt='', eval_max=0, old_logprobs=a.old_logprobs, rollout_weights=a.rollout_weights)
     lmm = load_video_lmm(work/'model')
     roles = setup_roles(lmm.model, cfg, work/'reward')
     videos = PromptVideos(work, cfg.n_frames, lmm.preprocess)   # never read: the prompts are text-only
@@ -114,7 +130,8 @@ def run_ours(work:Path, a) -> dict:
     calls = []
     roles.model.get_base_model().model.vision_tower.register_forward_hook(lambda *_: calls.append(1))
     times, cpu, lengths, phases = [], [], [], []
-    for _ in range(a.steps):
+    for i in range(a.steps):
+        if i == 1: wait_for_partner(a)
         t0, c0 = time.perf_counter(), time.process_time()
         m = ppo_step(s)
         times.append(time.perf_counter() - t0); cpu.append(time.process_time() - c0)
@@ -171,7 +188,9 @@ def run_trl(work:Path, a) -> dict:
     trl_ppo.batch_generation = timed_generation
     class StepTimes(TrainerCallback):
         def on_train_begin(self, *_, **__): timing['begin'], timing['begin_cpu'] = time.perf_counter(), time.process_time()
-        def on_step_end(self, *_, **__): timing['step_end'].append(time.perf_counter()); timing['step_cpu'].append(time.process_time())
+        def on_step_end(self, *_, **__):
+            if not timing['step_end']: wait_for_partner(a)   # the warm-up step's time absorbs the wait
+            timing['step_end'].append(time.perf_counter()); timing['step_cpu'].append(time.process_time())
     args = PPOConfig(output_dir=str(work/'trl_out'), seed=0, per_device_train_batch_size=a.batch, gradient_accumulation_steps=1,
                      num_mini_batches=a.batch // a.minibatch, num_ppo_epochs=a.epochs, local_rollout_forward_batch_size=a.batch,
                      total_episodes=a.batch * a.steps, response_length=a.new_tokens, temperature=1.0, stop_token='eos',
@@ -195,41 +214,54 @@ def run_trl(work:Path, a) -> dict:
 
 # ---------------------------------------------------------------- driver
 
-def side(python:str, which:str, work:Path, a) -> dict:
-    "Run one side in a fresh process; its result is the JSON it writes."
-    out = work/f'{which}.json'
-    out.unlink(missing_ok=True)
-    cmd = [python, __file__, '--side', which, '--work', str(work), '--steps', str(a.steps), '--batch', str(a.batch), '--minibatch', str(a.minibatch),
-           '--epochs', str(a.epochs), '--new-tokens', str(a.new_tokens), '--threads', str(a.threads), '--trl-value', a.trl_value]
-    env = dict(os.environ, HF_HUB_OFFLINE='1', OMP_NUM_THREADS=str(a.threads), PYTHONPATH=str(ROOT) if which == 'ours' else '',
-               TOKENIZERS_PARALLELISM='false')
-    log = work/f'{which}.log'
-    with open(log, 'w') as f: r = subprocess.run(cmd, env=env, stdout=f, stderr=subprocess.STDOUT)
-    if r.returncode: raise RuntimeError(f'{which} failed (exit {r.returncode}); the end of {log}:\n' + log.read_text()[-3000:])
+def start_side(python:str, which:str, work:Path, a, cpu:int, pair:str, knobs:dict|None=None) -> tuple:
+    "Start one side of `pair` in a fresh process pinned to core `cpu` (ours with `knobs`: old_logprobs, rollout_weights)."
+    knobs = knobs or OURS['ours']
+    tag = f'{which}-cpu{cpu}'
+    (work/f'{tag}.json').unlink(missing_ok=True)
+    cmd = [python, __file__, '--side', which, '--tag', tag, '--pair', str(work/pair), '--work', str(work), '--steps', str(a.steps), '--batch', str(a.batch),
+           '--minibatch', str(a.minibatch), '--epochs', str(a.epochs), '--new-tokens', str(a.new_tokens), '--threads', '1',
+           '--trl-value', a.trl_value, '--old-logprobs', knobs['old_logprobs'], '--rollout-weights', knobs['rollout_weights']]
+    env = dict(os.environ, HF_HUB_OFFLINE='1', OMP_NUM_THREADS='1', PYTHONPATH=str(ROOT) if which == 'ours' else '', TOKENIZERS_PARALLELISM='false')
+    log = open(work/f'{tag}.log', 'w')
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=lambda: os.sched_setaffinity(0, {cpu}))
+    return proc, log, work/f'{tag}.json', which
+
+def finish_side(started:tuple) -> dict:
+    "Wait for a side started by `start_side`; its result is the JSON it writes."
+    proc, log, out, which = started
+    code = proc.wait(); log.close()
+    if code: raise RuntimeError(f'{which} failed (exit {code}); the end of {log.name}:\n' + Path(log.name).read_text()[-3000:])
     return json.loads(out.read_text())
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--steps', type=int, default=8, help='PPO steps per side and round (the first is warm-up, not timed)')
-    ap.add_argument('--rounds', type=int, default=2, help='alternating rounds (trl, ours, trl, ours, ...); the best round of each side counts')
+    ap.add_argument('--rounds', type=int, default=3, help='alternating rounds (trl, ours, trl, ours, ...); the best round of each side counts')
     ap.add_argument('--batch', type=int, default=64, help='rollout batch (ours: rollout_batch; trl: per_device_train_batch_size)')
     ap.add_argument('--minibatch', type=int, default=16, help='sequences per optimizer step (trl: num_mini_batches = batch / minibatch)')
     ap.add_argument('--epochs', type=int, default=2, help='PPO epochs per rollout batch')
     ap.add_argument('--new-tokens', type=int, default=12, help='response length (ours: max_new_tokens; trl: response_length)')
-    ap.add_argument('--threads', type=int, default=1, help='torch threads on each side')
+    ap.add_argument('--threads', type=int, default=1, help=argparse.SUPPRESS)   # a side's torch threads: 1 (one core each)
     ap.add_argument('--prompts', type=int, default=256, help='distinct text-only prompts')
     ap.add_argument('--trl-value', choices=['full', 'lora'], default='full',
                     help="trl's value model: 'full' (trl's design: a separate model trained in full) or 'lora' (its backbone frozen under a LoRA adapter, as ours)")
+    ap.add_argument('--old-logprobs', choices=['forward', 'sampling'], default='forward', help=argparse.SUPPRESS)
+    ap.add_argument('--rollout-weights', choices=['adapter', 'merged'], default='adapter', help=argparse.SUPPRESS)
     ap.add_argument('--out', default=str(ROOT/'benchmarks'/'results'/'ppo_peer.md'))
     ap.add_argument('--side', choices=['ours', 'trl'], help=argparse.SUPPRESS)
+    ap.add_argument('--tag', help=argparse.SUPPRESS)
+    ap.add_argument('--pair', help=argparse.SUPPRESS)
     ap.add_argument('--work', help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.side:
         res = (run_ours if a.side == 'ours' else run_trl)(Path(a.work), a)
-        (Path(a.work)/f'{a.side}.json').write_text(json.dumps(res))
+        (Path(a.work)/f'{a.tag}.json').write_text(json.dumps(res))
         return
     if a.steps < 2: ap.error('--steps must be at least 2 (the first step is warm-up)')
     if a.batch % a.minibatch: ap.error('--batch must be a multiple of --minibatch')
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2: ap.error('two cores are needed: the sides of a comparison run at the same time, one core each')
     sys.path.insert(0, str(ROOT))
     os.environ['HF_HUB_OFFLINE'] = '1'
     trl_python = ensure_trl_venv()
@@ -242,27 +274,32 @@ def main():
     log(f'tiny Llama: {setup["llama"]["num_hidden_layers"]} layers, hidden {setup["llama"]["hidden_size"]}, MLP {setup["llama"]["intermediate_size"]}, '
         f'{setup["llama"]["num_attention_heads"]} heads, vocabulary {setup["llama"]["vocab_size"]}, {setup["lm_params"]/1e6:.2f} M parameters; '
         f'prompts {min(map(len, setup["prompt_ids"]))}-{max(map(len, setup["prompt_ids"]))} tokens')
-    log(f'batch {a.batch}, minibatch {a.minibatch}, PPO epochs {a.epochs}, response length {a.new_tokens}, {a.steps} PPO steps per round '
-        f'(first one warm-up), {a.rounds} rounds, {a.threads} torch thread(s) per side')
-    runs = {'trl': [], 'ours': []}
+    log(f'batch {a.batch}, minibatch {a.minibatch}, PPO epochs {a.epochs}, response length {a.new_tokens}, {a.steps} PPO steps per side '
+        f'(first one warm-up), {a.rounds} rounds; in each round trl and each variant of ours run side by side, one core and one torch thread each')
+    pairs = {name: [] for name in OURS}
     for r in range(a.rounds):
-        for which in ('trl', 'ours'):
-            res = side(str(trl_python) if which == 'trl' else sys.executable, which, work, a)
-            timed, cpu = res['step_s'][1:], res['step_cpu_s'][1:]
-            res['samples_per_s'], res['samples_per_cpu_s'] = a.batch * len(timed) / sum(timed), a.batch * len(cpu) / sum(cpu)
-            runs[which].append(res)
-            log(f'round {r + 1} {which:4s}: {res["samples_per_s"]:6.1f} samples/s, {res["samples_per_cpu_s"]:6.1f} per CPU-second ({sum(timed)/len(timed):.3f} s, '
-                f'{sum(cpu)/len(cpu):.3f} CPU-s per PPO step; warm-up step {res["step_s"][0]:.2f} s; mean response length {res["response_length"]:.1f}; '
-                f'phases (s) {json.dumps({k: round(v, 3) for k, v in res["phases_s"].items()})}; load average {os.getloadavg()[0]:.2f})')
-    best = {k: max(v, key=lambda x: x['samples_per_s']) for k, v in runs.items()}
-    ratio = best['ours']['samples_per_s'] / best['trl']['samples_per_s']
-    per_cpu = {k: max(x['samples_per_cpu_s'] for x in v) for k, v in runs.items()}
-    cpu_ratio = per_cpu['ours'] / per_cpu['trl']
+        for name, knobs in OURS.items():
+            trl_cpu, ours_cpu = (cores[0], cores[1]) if r % 2 == 0 else (cores[1], cores[0])   # swapped each round: no side keeps the faster core
+            pair = f'pair-{r}-{name.replace(", ", "-")}'   # the two sides' meeting point after their warm-up steps
+            started = [start_side(str(trl_python), 'trl', work, a, trl_cpu, pair), start_side(sys.executable, 'ours', work, a, ours_cpu, pair, knobs)]
+            t_res, o_res = map(finish_side, started)
+            for res in (t_res, o_res):
+                timed = res['step_s'][1:]
+                res['samples_per_s'] = a.batch * len(timed) / sum(timed)
+            pair = dict(trl=t_res, ours=o_res, ratio=o_res['samples_per_s'] / t_res['samples_per_s'], ours_cpu=ours_cpu)
+            pairs[name].append(pair)
+            phases = lambda res: json.dumps({k: round(v, 3) for k, v in res['phases_s'].items()})
+            log(f'round {r + 1} {name:10s}: ours {o_res["samples_per_s"]:5.1f} samples/s (core {ours_cpu}; phases (s) {phases(o_res)}), '
+                f'trl {t_res["samples_per_s"]:5.1f} (phases (s) {phases(t_res)}): ratio {pair["ratio"]:.2f}; '
+                f'mean response lengths {o_res["response_length"]:.1f} / {t_res["response_length"]:.1f}')
+    ratios = {k: statistics.median(p['ratio'] for p in v) for k, v in pairs.items()}
     log()
-    log(f'trl 1.12.0 PPOTrainer: {best["trl"]["samples_per_s"]:.1f} samples/s, {per_cpu["trl"]:.1f} per CPU-second (best of {a.rounds})')
-    log(f'ours (vlm_rlaif.ppo):  {best["ours"]["samples_per_s"]:.1f} samples/s, {per_cpu["ours"]:.1f} per CPU-second (best of {a.rounds})')
-    log(f'ratio ours / trl: {ratio:.2f}x in samples/s (target >= 1.2x: {"met" if ratio >= 1.2 else "NOT met"}); {cpu_ratio:.2f}x per CPU-second '
-        f'(one thread per side: the CPU-time figure does not move with the machine\'s load)')
+    for k, knobs in OURS.items():
+        rs = [p['ratio'] for p in pairs[k]]
+        log(f'{k} ({", ".join(f"{n}={v}" for n, v in knobs.items())}) / trl 1.12.0 PPOTrainer: median ratio {ratios[k]:.2f}x in samples/s over '
+            f'{len(rs)} paired rounds (range {min(rs):.2f}-{max(rs):.2f}; ours {statistics.median([p["ours"]["samples_per_s"] for p in pairs[k]]):.1f}, '
+            f'trl {statistics.median([p["trl"]["samples_per_s"] for p in pairs[k]]):.1f} samples/s, medians); target >= 1.2x: {"met" if ratios[k] >= 1.2 else "NOT met"}')
+    best = {'trl': pairs['ours'][0]['trl'], 'ours': pairs['ours'][0]['ours']}   # for the versions in the header
     log(f'trl trainable parameters: {best["trl"]["trainable_params"]/1e6:.3f} M (policy LoRA + ' + ('the whole value model)' if a.trl_value == 'full' else "the value model's LoRA and head)"))
     log(f'total wall time {time.time() - t0:.0f} s')
     t, o = best['trl'], best['ours']
@@ -272,24 +309,27 @@ def main():
             f'- ours: torch {o["torch"]}, transformers {o["transformers"]}, peft {o["peft"]} (this project\'s venv)',
             f'- trl: trl {t["trl"]}, torch {t["torch"]}, transformers {t["transformers"]}, accelerate {t["accelerate"]}, datasets {t["datasets"]}, '
             f'peft {t["peft"]} (separate venv, {VENV})',
-            f'- command: `OMP_NUM_THREADS=1 python benchmarks/bench_ppo_peer.py --steps {a.steps} --rounds {a.rounds} --threads {a.threads} --trl-value {a.trl_value}`', '',
+            f'- command: `python benchmarks/bench_ppo_peer.py --steps {a.steps} --rounds {a.rounds} --trl-value {a.trl_value}`', '',
             '### Settings', '',
             'Same on both sides: the policy (the world model\'s language model, random weights, identical on both sides), the '
             'text-only prompts (the same token ids), rollout batch, minibatch, PPO epochs, response length, temperature 1, LoRA r 8 / '
             'alpha 16 on every decoder linear layer, kl_coef 0.1, cliprange 0.2, cliprange_value 0.2, vf_coef 0.1, gamma 1, lambda 1, '
-            f'learning rate {LR} (small, so both sample the same lengths), fp32, one fresh process per side and round.', '',
+            f'learning rate {LR} (small, so both sample the same lengths), fp32, one fresh process per side and round, one core and one torch thread '
+            'each, the two sides of a pair at the same time.', '',
             '| | ours (vlm_rlaif.ppo) | trl 1.12.0 PPOTrainer |', '| --- | --- | --- |',
             '| reference | policy base, adapter disabled | policy base, adapter disabled (peft_config) |',
             '| value model | LoRA adapter + head on the policy base | separate LlamaForSequenceClassification, ' + ('trained in full |' if a.trl_value == 'full' else 'backbone frozen under a LoRA adapter, head trained (--trl-value lora) |'),
             '| reward model | frozen LoRA adapter + head on the policy base | separate LlamaForSequenceClassification |',
-            '| old log-probs | a policy forward in the score phase (also gives the entropy) | the sampling logits (`output_scores`) |',
-            '| forwards in the score phase | 4 (policy, reference, value, reward) | 3 (reference, value, reward) |',
+            '| old log-probs | a policy forward in the score phase (also gives the entropy); fast: the sampling logits | the sampling logits (`output_scores`) |',
+            '| forwards in the score phase | 4 (policy, reference, value, reward); fast: 3 (reference, value, reward) | 3 (reference, value, reward) |',
+            '| rollout samples through | the policy\'s unmerged LoRA; fast: a merged copy (`model.MergedCopy`, refreshed each step) | the policy\'s unmerged LoRA |',
             '| logits computed | response positions only | every position |',
             '| learn, per minibatch | policy + value forward/backward, grad clipping, AdamW | policy + value forward/backward, AdamW |', '',
             '### Output', '', '```']
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text('\n'.join(head + lines + ['```', '', '```json', json.dumps(dict(args={k: v for k, v in vars(a).items() if k not in ('side', 'work', 'out')},
-                                                                                      ratio=ratio, cpu_ratio=cpu_ratio, runs=runs), indent=1), '```']) + '\n')
+    args = {k: v for k, v in vars(a).items() if k not in ('side', 'tag', 'work', 'out', 'old_logprobs', 'rollout_weights', 'threads')}
+    Path(a.out).write_text('\n'.join(head + lines + ['```', '', '```json', json.dumps(dict(args=args, ours=OURS, median_ratios=ratios, pairs=pairs), indent=1),
+                                                      '```']) + '\n')
     shutil.rmtree(work, ignore_errors=True)   # kept only when a side fails (its log is there)
     print(f'wrote {a.out}')
 

@@ -1,6 +1,7 @@
 """Where the GPU time of two PPO phases goes at the 7B shape (random weights, bf16; the model of bench_gpu_7b.py):
-the kernels of one decode step of the policy (LoRA active, not compiled, so that every kernel shows) and of one learn
-step (LoRA forward + backward over prompt + response, no gradient checkpointing), from torch.profiler.
+the kernels of one decode step of the base model (what a merged copy runs) and of the policy (LoRA active, in
+`lm_precision`), not compiled so that every kernel shows, and of one learn step (LoRA forward + backward over prompt +
+response through `vlm_rlaif.ppo.response_logprobs`, no gradient checkpointing), from torch.profiler.
 
 It explains the gaps bench_gpu_7b.py measures (decode with the LoRA vs the floor, learn-phase MFU): each table lists
 the kernels by total GPU time, and the summary splits the time into matrix products, attention and the rest.
@@ -15,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 from bench_gpu_7b import build, lm_param_count
-from vlm_rlaif.model import add_role_adapter, embed_inputs, encode_video, num_video_tokens
+from vlm_rlaif.model import adapters_disabled, add_role_adapter, embed_inputs, encode_video, lm_precision, num_video_tokens
+from vlm_rlaif.ppo import response_logprobs
 
 KINDS = (('matrix products', ('gemm', 'gemv', 'cutlass', 'xmma', 'nvjet', 'matmul', 'splitk', 'aten::mm', 'aten::addmm', 'aten::bmm')),
          ('attention', ('flash', 'fmha', 'attention', 'softmax')))
@@ -25,9 +27,11 @@ def kind_of(name:str) -> str:
     return next((kind for kind, keys in KINDS if any(k in low for k in keys)), 'other')
 
 def table(prof, device, top:int) -> tuple[list[str], dict]:
-    "The `top` kernels by GPU (or CPU) self time, and the time per kind."
+    "The `top` kernels by GPU time (on the CPU: operators by CPU self time), and the time per kind."
+    from torch.autograd import DeviceType
     use_cuda = device.type == 'cuda'
-    events = [e for e in prof.key_averages() if (e.self_device_time_total if use_cuda else e.self_cpu_time_total) > 0]
+    # on a GPU the kernels only: an operator's self device time is the time of the kernels it launched, counted again
+    events = [e for e in prof.key_averages() if (e.device_type == DeviceType.CUDA and e.self_device_time_total > 0 if use_cuda else e.self_cpu_time_total > 0)]
     key = (lambda e: e.self_device_time_total) if use_cuda else (lambda e: e.self_cpu_time_total)
     events.sort(key=key, reverse=True)
     total = sum(key(e) for e in events)
@@ -70,28 +74,31 @@ def main():
         f'{next(p for n, p in policy.named_parameters() if "lora_A" in n).dtype}), batch {a.batch}, prompt {ids.shape[1]} tokens')
 
     # one decode step: the prompt prefilled into a dynamic cache, then one token, eagerly (every kernel visible)
-    with torch.no_grad():
-        feats = encode_video(policy, pixels)
-        out = policy(inputs_embeds=embed_inputs(policy, ids, feats), attention_mask=mask, use_cache=True, logits_to_keep=1)
-        state = dict(cache=out.past_key_values, token=out.logits[:, -1].argmax(-1, keepdim=True), mask=mask)
-        def decode_step():   # one new token per call: the cache grows by one position
-            state['mask'] = torch.cat([state['mask'], torch.ones_like(state['token'])], 1)
-            out = policy(input_ids=state['token'], attention_mask=state['mask'], past_key_values=state['cache'], use_cache=True)
-            state['token'] = out.logits[:, -1].argmax(-1, keepdim=True)
-        for _ in range(2): decode_step()   # warm-up
-        sync()
-        with profile(activities=activities) as prof:
-            decode_step(); sync()
-    rows, _ = table(prof, device, a.top)
-    log(''); log('## one decode step (LoRA active, eager)'); [log(r) for r in rows]
+    def profile_decode(title):
+        with torch.no_grad(), lm_precision(policy):
+            feats = encode_video(policy, pixels)
+            out = policy(inputs_embeds=embed_inputs(policy, ids, feats), attention_mask=mask, use_cache=True, logits_to_keep=1)
+            state = dict(cache=out.past_key_values, token=out.logits[:, -1].argmax(-1, keepdim=True), mask=mask)
+            def decode_step():   # one new token per call: the cache grows by one position
+                state['mask'] = torch.cat([state['mask'], torch.ones_like(state['token'])], 1)
+                out = policy(input_ids=state['token'], attention_mask=state['mask'], past_key_values=state['cache'], use_cache=True)
+                state['token'] = out.logits[:, -1].argmax(-1, keepdim=True)
+            for _ in range(2): decode_step()   # warm-up
+            sync()
+            with profile(activities=activities) as prof:
+                decode_step(); sync()
+        rows, _ = table(prof, device, a.top)
+        log(''); log(f'## one decode step ({title}, eager)'); [log(r) for r in rows]
+        return feats
+    with adapters_disabled(policy): profile_decode('the base model, as a merged copy runs')
+    feats = profile_decode('LoRA active, in lm_precision')
 
     # one learn step: forward + backward of the policy over prompt + response, no gradient checkpointing
     b = a.learn_batch
     seq = torch.cat([ids[:b], torch.randint(1, vid - 2, (b, a.new_tokens), device=device)], 1)
     policy.train(); policy.enable_input_require_grads()
     def fwd_bwd():
-        out = policy(inputs_embeds=embed_inputs(policy, seq, feats[:b]), attention_mask=torch.ones_like(seq), logits_to_keep=a.new_tokens + 1)
-        (-out.logits[:, :-1].float().log_softmax(-1).gather(-1, seq[:, -a.new_tokens:, None]).mean()).backward()
+        (-response_logprobs(policy, embed_inputs(policy, seq, feats[:b]), torch.ones_like(seq), seq[:, -a.new_tokens:]).mean()).backward()
         policy.zero_grad(set_to_none=True)
     fwd_bwd(); sync()
     t0 = time.perf_counter(); fwd_bwd(); sync(); t = time.perf_counter() - t0

@@ -17,7 +17,8 @@ def test_bench_gpu_7b_tiny(tmp_path):
     assert 'FAILED' not in log, log
     report = out.read_text()
     for row in ('vision encoding', 'decode_dynamic', 'decode_lora_after_update', 'decode_reference_disabled', 'decode_lora_merged',
-                'decode_ppo_rollout', 'learn_b8_ckpt', 'learn_b4', 'learn_b16_ckpt', 'one PPO step, four roles'):
+                'decode_ppo_rollout:', 'decode_ppo_rollout_merged:', 'learn_b8_ckpt', 'learn_b4:', 'learn_b4_peft_casts', 'learn_b4_compiled',
+                'learn_b16_ckpt', 'one PPO step, four roles'):
         assert row in report, (row, report)
 
 def test_bench_vision_reuse_tiny_7b_shape():
