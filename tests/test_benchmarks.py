@@ -23,9 +23,9 @@ def test_bench_gpu_7b_tiny(tmp_path):
 
 def test_bench_vision_reuse_tiny_7b_shape():
     log = run_script('bench_vision_reuse.py', '--shape', '7b', '--tiny', '--steps', '1', '--minibatch', '2', '--new-tokens', '4',
-                     '--rollout-cache', 'static')
+                     '--rollout-cache', 'static', '--rollout-weights', 'merged')
     assert 'vision-tower calls per step: 1 with reuse' in log, log
-    assert 'ppo_step phases (rollout cache static)' in log, log
+    assert 'ppo_step phases (rollout cache static, rollout weights merged)' in log, log
 
 def test_profile_gpu_7b_tiny(tmp_path):
     out = tmp_path/'profile.md'
