@@ -465,30 +465,35 @@ def adapters_disabled(model, # a peft model
     finally:
         for p, requires_grad in grads: p.requires_grad_(requires_grad)
 
-# %% ../nbs/04_model.ipynb #d5d542b0
+# %% ../nbs/04_model.ipynb #c947dfdd
 class MergedCopy:
     "A plain copy of a peft model's base with one LoRA adapter merged into weights of its own (`refresh`); all other tensors shared."
     def __init__(self, model, # a peft model with LoRA adapters on linear layers
                  role:str, # the adapter to merge
                 ):
         from peft.tuners.lora import Linear as LoraLinear
+        from peft.tuners.tuners_utils import BaseTunerLayer
         if not hasattr(model, 'peft_config'): raise TypeError(f'MergedCopy: {type(model).__name__} is not a peft model')
         if role not in model.peft_config: raise KeyError(f'MergedCopy: the model has no adapter named {role!r}; it has {sorted(model.peft_config)}')
         base = model.get_base_model()
-        layers = {name: m for name, m in base.named_modules() if isinstance(m, LoraLinear) and role in m.lora_A}
+        tuned = {name: m for name, m in base.named_modules() if isinstance(m, BaseTunerLayer)}
+        if others := sorted(name for name, m in tuned.items() if not isinstance(m, LoraLinear)):
+            raise ValueError(f'MergedCopy: adapter layers other than LoRA on linear layers, e.g. {others[0]}')
+        layers = {name: m for name, m in tuned.items() if role in m.lora_A}
         if not layers: raise ValueError(f'MergedCopy: adapter {role!r} has no LoRA linear layer')
         if any(m.use_dora.get(role) for m in layers.values()): raise ValueError(f'MergedCopy: adapter {role!r} uses DoRA, whose merge is not a plain delta')
         shared = {id(t): t for t in [*base.parameters(), *base.buffers()]}   # deepcopy's memo: these tensors are not copied
         self.model = copy.deepcopy(base, memo=shared)
         for module in self.model.modules():   # a compiled forward transformers cached on the base (a static-cache generate on a GPU) calls the base
             for attr in ('_compiled_call', '_last_compile_config'): module.__dict__.pop(attr, None)
-        for name, layer in layers.items():
+        for name, layer in tuned.items():   # every adapter layer becomes a plain linear one: `role`'s on weights of its own, the others' the base's
             parent, child = name.rpartition('.')[::2]
             plain = layer.base_layer
-            linear = nn.Linear(plain.in_features, plain.out_features, bias=plain.bias is not None, device=plain.weight.device, dtype=plain.weight.dtype)
-            if plain.bias is not None: linear.bias = plain.bias
-            linear.requires_grad_(False)
-            setattr(self.model.get_submodule(parent), child, linear)
+            if name in layers:
+                linear = nn.Linear(plain.in_features, plain.out_features, bias=plain.bias is not None, device=plain.weight.device, dtype=plain.weight.dtype)
+                if plain.bias is not None: linear.bias = plain.bias
+                plain = linear.requires_grad_(False)
+            setattr(self.model.get_submodule(parent), child, plain)
         self.model.eval()
         self.role, self.pairs = role, [(layer, self.model.get_submodule(name)) for name, layer in layers.items()]
         self.refresh()
