@@ -237,7 +237,7 @@ def finish_side(started:tuple) -> dict:
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--steps', type=int, default=8, help='PPO steps per side and round (the first is warm-up, not timed)')
-    ap.add_argument('--rounds', type=int, default=3, help='alternating rounds (trl, ours, trl, ours, ...); the best round of each side counts')
+    ap.add_argument('--rounds', type=int, default=3, help='rounds; each runs trl beside each variant of ours, at the same time; the median of the paired ratios counts')
     ap.add_argument('--batch', type=int, default=64, help='rollout batch (ours: rollout_batch; trl: per_device_train_batch_size)')
     ap.add_argument('--minibatch', type=int, default=16, help='sequences per optimizer step (trl: num_mini_batches = batch / minibatch)')
     ap.add_argument('--epochs', type=int, default=2, help='PPO epochs per rollout batch')
@@ -299,10 +299,10 @@ def main():
         log(f'{k} ({", ".join(f"{n}={v}" for n, v in knobs.items())}) / trl 1.12.0 PPOTrainer: median ratio {ratios[k]:.2f}x in samples/s over '
             f'{len(rs)} paired rounds (range {min(rs):.2f}-{max(rs):.2f}; ours {statistics.median([p["ours"]["samples_per_s"] for p in pairs[k]]):.1f}, '
             f'trl {statistics.median([p["trl"]["samples_per_s"] for p in pairs[k]]):.1f} samples/s, medians); target >= 1.2x: {"met" if ratios[k] >= 1.2 else "NOT met"}')
-    best = {'trl': pairs['ours'][0]['trl'], 'ours': pairs['ours'][0]['ours']}   # for the versions in the header
-    log(f'trl trainable parameters: {best["trl"]["trainable_params"]/1e6:.3f} M (policy LoRA + ' + ('the whole value model)' if a.trl_value == 'full' else "the value model's LoRA and head)"))
+    first = pairs['ours'][0]   # package versions and trl's parameter count: the same in every round
+    log(f'trl trainable parameters: {first["trl"]["trainable_params"]/1e6:.3f} M (policy LoRA + ' + ('the whole value model)' if a.trl_value == 'full' else "the value model's LoRA and head)"))
     log(f'total wall time {time.time() - t0:.0f} s')
-    t, o = best['trl'], best['ours']
+    t, o = first['trl'], first['ours']
     head = ['# PPO against the peer: trl 1.12.0 PPOTrainer vs vlm_rlaif.ppo (CPU, text-only tiny Llama)', '',
             f'- date: {datetime.datetime.now():%Y-%m-%dT%H:%M}; machine: {platform.platform()}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, '
             f'load average at start {load_start:.2f}',
