@@ -14,12 +14,15 @@ one paired ratio per variant of ours; the report gives their median over --round
 What each side does per PPO step (the design differences are part of what is compared; see the results' notes):
 - ours (vlm_rlaif.ppo.ppo_step): every role on one base: the policy is a LoRA adapter, the reference is the base with
   the adapter disabled, the value model is a second LoRA adapter + a linear head, the reward model a third (frozen)
-  adapter + head. Rollout: sampling with the KV cache. Score: one forward each of the policy (old log-probs and entropy),
-  the reference, the value model and the reward model, logits only over the response positions. Learn: per minibatch one
-  policy and one value forward + backward, gradient clipping, AdamW.
+  adapter + head; every adapted layer runs as one product with its merged weight where that is exact and cheaper
+  (model.fuse_lora_products: float32, enough tokens). Rollout: sampling with the KV cache. Score: one forward each of
+  the policy (old log-probs and entropy), the reference, the value model and the reward model, logits only over the
+  response positions. Learn: per minibatch one policy and one value forward + backward, gradient clipping, AdamW.
 - ours, fast (the same with ppo.old_logprobs='sampling' and ppo.rollout_weights='merged'): the rollout samples from a
   merged copy of the policy (no LoRA cost per sampled token) and keeps its logits; the score phase takes the old
   log-probs and the entropy from them, as trl does, so it runs three forwards.
+- ours, peft lora (the defaults with the roles' layers left on peft's own LoRA forward): what fuse_lora_products gives,
+  measured in the same run.
 - trl (PPOTrainer.train): the policy is a LoRA adapter (peft_config; the reference is the adapter disabled, trl's own
   sharing); the value model and the reward model are separate LlamaForSequenceClassification models (trl's design: the
   value model is trained in full). Rollout: sampling with the KV cache, the old log-probs taken from the sampling logits
@@ -43,8 +46,10 @@ VENV = Path(os.environ.get('VLM_RLAIF_TRL_VENV', Path.home()/'.cache'/'vlm_rlaif
 PINS = ['torch==2.13.0', 'trl==1.12.0', 'transformers==5.15.1', 'accelerate==1.14.0', 'datasets==5.0.0', 'peft==0.20.0']
 LORA_TARGETS = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj']   # every linear layer of a Llama decoder
 LR = 1e-5   # small, so both policies stay near their common start and sample responses of the same length
-OURS = {'ours': dict(old_logprobs='forward', rollout_weights='adapter'),       # the knobs' defaults
-        'ours, fast': dict(old_logprobs='sampling', rollout_weights='merged')}
+OURS = {'ours': dict(old_logprobs='forward', rollout_weights='adapter', lora='fused'),       # the knobs' defaults
+        'ours, fast': dict(old_logprobs='sampling', rollout_weights='merged', lora='fused'),
+        # the defaults with peft's own LoRA forward (the roles' layers not fused): what `model.fuse_lora_products` gives, in the same run
+        'ours, peft lora': dict(old_logprobs='forward', rollout_weights='adapter', lora='peft')}
 
 
 def ensure_trl_venv() -> Path:
@@ -122,6 +127,8 @@ def run_ours(work:Path, a) -> dict:
                          lr=LR, warmup_steps=0, rm_scoring_prompt='', eval_max=0, old_logprobs=a.old_logprobs, rollout_weights=a.rollout_weights)
     lmm = load_video_lmm(work/'model')
     roles = setup_roles(lmm.model, cfg, work/'reward')
+    if a.lora == 'peft':   # undo `model.fuse_lora_products` (an instance forward per layer): peft's class forward runs again
+        for module in roles.model.modules(): vars(module).pop('forward', None)
     videos = PromptVideos(work, cfg.n_frames, lmm.preprocess)   # never read: the prompts are text-only
     s = make_session(roles, lmm.tokenizer, videos, setup['rows'], ModelReward(roles.reward_model, lmm.tokenizer, ''), cfg)
     _, batch, pixels = prompt_inputs(s, setup['rows'])
@@ -221,7 +228,7 @@ def start_side(python:str, which:str, work:Path, a, cpu:int, pair:str, knobs:dic
     (work/f'{tag}.json').unlink(missing_ok=True)
     cmd = [python, __file__, '--side', which, '--tag', tag, '--pair', str(work/pair), '--work', str(work), '--steps', str(a.steps), '--batch', str(a.batch),
            '--minibatch', str(a.minibatch), '--epochs', str(a.epochs), '--new-tokens', str(a.new_tokens), '--threads', '1',
-           '--trl-value', a.trl_value, '--old-logprobs', knobs['old_logprobs'], '--rollout-weights', knobs['rollout_weights']]
+           '--trl-value', a.trl_value, '--old-logprobs', knobs['old_logprobs'], '--rollout-weights', knobs['rollout_weights'], '--lora', knobs['lora']]
     env = dict(os.environ, HF_HUB_OFFLINE='1', OMP_NUM_THREADS='1', PYTHONPATH=str(ROOT) if which == 'ours' else '', TOKENIZERS_PARALLELISM='false')
     log = open(work/f'{tag}.log', 'w')
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=lambda: os.sched_setaffinity(0, {cpu}))
@@ -248,6 +255,7 @@ def main():
                     help="trl's value model: 'full' (trl's design: a separate model trained in full) or 'lora' (its backbone frozen under a LoRA adapter, as ours)")
     ap.add_argument('--old-logprobs', choices=['forward', 'sampling'], default='forward', help=argparse.SUPPRESS)
     ap.add_argument('--rollout-weights', choices=['adapter', 'merged'], default='adapter', help=argparse.SUPPRESS)
+    ap.add_argument('--lora', choices=['fused', 'peft'], default='fused', help=argparse.SUPPRESS)
     ap.add_argument('--out', default=str(ROOT/'benchmarks'/'results'/'ppo_peer.md'))
     ap.add_argument('--side', choices=['ours', 'trl'], help=argparse.SUPPRESS)
     ap.add_argument('--tag', help=argparse.SUPPRESS)
@@ -299,6 +307,8 @@ def main():
         log(f'{k} ({", ".join(f"{n}={v}" for n, v in knobs.items())}) / trl 1.12.0 PPOTrainer: median ratio {ratios[k]:.2f}x in samples/s over '
             f'{len(rs)} paired rounds (range {min(rs):.2f}-{max(rs):.2f}; ours {statistics.median([p["ours"]["samples_per_s"] for p in pairs[k]]):.1f}, '
             f'trl {statistics.median([p["trl"]["samples_per_s"] for p in pairs[k]]):.1f} samples/s, medians); target >= 1.2x: {"met" if ratios[k] >= 1.2 else "NOT met"}')
+    log(f"model.fuse_lora_products: {ratios['ours'] / ratios['ours, peft lora']:.2f}x (the median ratio to trl of ours with the defaults over "
+        f"that of the same with peft's LoRA forward)")
     first = pairs['ours'][0]   # package versions and trl's parameter count: the same in every round
     log(f'trl trainable parameters: {first["trl"]["trainable_params"]/1e6:.3f} M (policy LoRA + ' + ('the whole value model)' if a.trl_value == 'full' else "the value model's LoRA and head)"))
     log(f'total wall time {time.time() - t0:.0f} s')
@@ -324,10 +334,11 @@ def main():
             '| forwards in the score phase | 4 (policy, reference, value, reward); fast: 3 (reference, value, reward) | 3 (reference, value, reward) |',
             '| rollout samples through | the policy\'s unmerged LoRA; fast: a merged copy (`model.MergedCopy`, refreshed each step) | the policy\'s unmerged LoRA |',
             '| logits computed | response positions only | every position |',
+            '| adapted layers (float32, > in_features / 3 tokens) | one product with the merged weight, x (W + s B A)^T (`model.fuse_lora_products`); peft lora: peft\'s branch | peft\'s LoRA branch, x W^T + s (x A^T) B^T |',
             '| learn, per minibatch | policy + value forward/backward, grad clipping, AdamW | policy + value forward/backward, AdamW |', '',
             '### Output', '', '```']
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    args = {k: v for k, v in vars(a).items() if k not in ('side', 'tag', 'work', 'out', 'old_logprobs', 'rollout_weights', 'threads')}
+    args = {k: v for k, v in vars(a).items() if k not in ('side', 'tag', 'work', 'out', 'old_logprobs', 'rollout_weights', 'lora', 'threads')}
     Path(a.out).write_text('\n'.join(head + lines + ['```', '', '```json', json.dumps(dict(args=args, ours=OURS, median_ratios=ratios, pairs=pairs), indent=1),
                                                       '```']) + '\n')
     shutil.rmtree(work, ignore_errors=True)   # kept only when a side fails (its log is there)

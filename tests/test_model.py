@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from vlm_rlaif.core import seed_everything
-from vlm_rlaif.model import _adapter_layers
-from vlm_rlaif.model import (CLIP_MEAN, ModelConfig, ScalarHeadModel, active_role, adapters_disabled, add_role_adapter, build_video_lmm,
+from vlm_rlaif.model import _adapter_layers, _fused_role
+from vlm_rlaif.model import (CLIP_MEAN, ModelConfig, ScalarHeadModel, active_role, adapters_disabled, add_role_adapter, build_video_lmm, fuse_lora_products,
                              embed_inputs, encode_video, generate_with_video, last_token_index, lm_lora_target_regex, load_video_lmm,
                              num_video_tokens, read_frame_preprocess, save_video_lmm, train_tokenizer)
 
@@ -168,6 +168,31 @@ def test_lora_on_language_model_only_and_reference(model, tok, pixels):
     assert (pol - base).abs().max() > 1e-3
     torch.testing.assert_close(ref, base, rtol=0, atol=1e-6)
 
+
+
+def test_fused_lora_dropout_two_roles_and_merge(model, tok, pixels):
+    "One product only where it is exact: not under LoRA dropout while training; per role; peft's merge_and_unload still works."
+    ids, mask = batch(tok, num_video_tokens(model, FRAMES))
+    fused = fuse_lora_products(add_role_adapter(copy.deepcopy(model), 'first', r=4, alpha=8, dropout=0.5, init_lora_weights=False))
+    fused = fuse_lora_products(add_role_adapter(fused, 'second', r=4, alpha=8, init_lora_weights=False))
+    plain = copy.deepcopy(fused)
+    for m in plain.modules(): vars(m).pop('forward', None)   # back to peft's own forward
+    layer = next(m for n, m in fused.named_modules() if n.endswith('language_model.layers.0.mlp.up_proj'))
+    states = torch.randn(2, 200, layer.in_features)
+    with active_role(fused, 'first'):
+        fused.train(); assert _fused_role(layer, states, (), {}) is None   # dropout acts on the LoRA branch alone
+        fused.eval(); assert _fused_role(layer, states, (), {}) == 'first'
+    assert _fused_role(layer, states, (), {}) == 'second'
+    plain.eval()
+    with torch.no_grad():
+        embeds = embed_inputs(fused, ids, encode_video(fused, pixels))
+        for role in ('first', 'second'):
+            with active_role(fused, role), active_role(plain, role):
+                torch.testing.assert_close(fused(inputs_embeds=embeds, attention_mask=mask).logits, plain(inputs_embeds=embeds, attention_mask=mask).logits,
+                                           rtol=1e-5, atol=1e-5)
+        expected = fused(inputs_embeds=embeds, attention_mask=mask).logits
+        merged = fused.merge_and_unload()
+        torch.testing.assert_close(merged(inputs_embeds=embeds, attention_mask=mask).logits, expected, rtol=1e-5, atol=1e-5)
 
 def test_scalar_head_padding_side_and_round_trip(tmp_path, model, tok, pixels, ckpt):
     n = num_video_tokens(model, FRAMES)
