@@ -194,6 +194,19 @@ def test_fused_lora_dropout_two_roles_and_merge(model, tok, pixels):
         merged = fused.merge_and_unload()
         torch.testing.assert_close(merged(inputs_embeds=embeds, attention_mask=mask).logits, expected, rtol=1e-5, atol=1e-5)
 
+
+@pytest.mark.parametrize('variant', ['dora', 'lora_bias', 'trained_base'])
+def test_fused_lora_leaves_other_layers_to_peft(model, variant):
+    "DoRA, a LoRA bias or a base layer being trained: peft's own forward, whose result differs from x (W + s B A)^T or needs other gradients."
+    kwargs = {'dora': dict(use_dora=True), 'lora_bias': dict(lora_bias=True)}.get(variant, {})
+    fused = fuse_lora_products(add_role_adapter(copy.deepcopy(model), 'policy', r=4, alpha=8, init_lora_weights=False, **kwargs))
+    layer = next(m for n, m in fused.named_modules() if n.endswith('language_model.layers.0.mlp.up_proj'))
+    states = torch.randn(2, 200, layer.in_features)
+    if variant == 'trained_base': layer.base_layer.weight.requires_grad_(True)
+    assert _fused_role(layer, states, (), {}) is None
+    layer.base_layer.weight.requires_grad_(False)
+    if variant == 'trained_base': assert _fused_role(layer, states, (), {}) == 'policy'   # the same layer, frozen again
+
 def test_scalar_head_padding_side_and_round_trip(tmp_path, model, tok, pixels, ckpt):
     n = num_video_tokens(model, FRAMES)
     left, lmask = batch(tok, n, 'left', ANSWERS)

@@ -504,7 +504,7 @@ class MergedCopy:
         for layer, linear in self.pairs:
             linear.weight.copy_(layer.base_layer.weight.float() + layer.get_delta_weight(self.role).float())
 
-# %% ../nbs/04_model.ipynb #a638c587
+# %% ../nbs/04_model.ipynb #2b709405
 class _MergedLoraProduct(torch.autograd.Function):
     "y = x (W + s·B A)ᵀ + b, the frozen W and b without gradients, A's and B's through their rank-r products."
     @staticmethod
@@ -530,7 +530,7 @@ def _fused_role(layer, x:torch.Tensor, args:tuple, kwargs:dict) -> str|None:
     if role not in layer.lora_A or role in layer.lora_variant or layer.lora_B[role].bias is not None: return None
     dropout, base = layer.lora_dropout[role], layer.base_layer
     if dropout.training and not isinstance(dropout, nn.Identity): return None
-    if layer.fan_in_fan_out or base.weight.requires_grad or (base.bias is not None and base.bias.requires_grad): return None
+    if base.weight.requires_grad or (base.bias is not None and base.bias.requires_grad): return None
     if torch.is_autocast_enabled(x.device.type) or any(t.dtype != torch.float32 for t in (x, base.weight, layer.lora_A[role].weight, layer.lora_B[role].weight)):
         return None
     return role if 3 * (x.numel() // x.shape[-1]) > base.in_features else None
