@@ -5,9 +5,10 @@ Measured side by side in one run, through the package's own code path (model.enc
 generate_with_video, add_role_adapter, ScalarHeadModel):
   vision encoding; prefill; decode step time against the memory-bandwidth floor
   (LM weight bytes + KV-cache bytes at the end) / 3.35 TB/s, for plain `generate` (dynamic cache), static cache +
-  compilation; as the PPO rollout samples (`vlm_rlaif.ppo.sampling_kwargs` with `rollout_cache='static'`, the LoRA
-  updated in place before every call) from a `MergedCopy` (rollout_weights='merged', refreshed before every call) and
-  through the unmerged adapter (rollout_weights='adapter'); then, budget allowing, the policy's LoRA active, after an
+  compilation; as the PPO rollout samples (`vlm_rlaif.ppo.sampling_kwargs`; with `rollout_cache='static'` through
+  `model.StaticCacheSampler`, as `ppo.make_session` sets it up; the LoRA updated in place before every call) from a
+  `MergedCopy` (rollout_weights='merged', refreshed before every call) and through the unmerged adapter
+  (rollout_weights='adapter'); then, budget allowing, the policy's LoRA active, after an
   in-place LoRA update, inside disable_adapter() (the reference), with the LoRA merged by peft. Each row counts the
   graphs torch.compile built on its first call and after it (a recompilation per PPO step would show there).
   The learn phase (LoRA forward + backward over prompt + response, `vlm_rlaif.ppo.response_logprobs`, so in
@@ -20,7 +21,7 @@ generate_with_video, add_role_adapter, ScalarHeadModel):
 Usage: python benchmarks/bench_gpu_7b.py [--shape 7b|tiny] [--out FILE] [--no-compile] [--budget-s 480] [--only learn]
 Each measurement is guarded: a failure is recorded and the next one runs; past --budget-s the rest is skipped.
 """
-import argparse, datetime, json, os, platform, sys, time, traceback
+import argparse, datetime, functools, json, os, platform, sys, time, traceback
 from types import SimpleNamespace
 from pathlib import Path
 import torch
@@ -28,7 +29,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
-from vlm_rlaif.model import MergedCopy, ScalarHeadModel, add_role_adapter, embed_inputs, encode_video, generate_with_video, num_video_tokens
+from vlm_rlaif.model import MergedCopy, ScalarHeadModel, StaticCacheSampler, add_role_adapter, embed_inputs, encode_video, generate_with_video, num_video_tokens
 from vlm_rlaif.ppo import PPOStageConfig, response_logprobs, sampling_kwargs
 
 HBM_BYTES_PER_S = 3.35e12       # H100 SXM memory bandwidth
@@ -60,6 +61,23 @@ def build(shape:str, device, dtype):
     model.generation_config.eos_token_id = None  # every row generates all the new tokens
     return model
 
+def add_shape_args(ap:argparse.ArgumentParser):
+    "The model and the rollout the GPU scripts measure: --shape, --batch, --frames, --new-tokens."
+    ap.add_argument('--shape', default='7b', choices=['7b', 'tiny'])
+    ap.add_argument('--batch', type=int, default=16)
+    ap.add_argument('--frames', type=int, default=8)
+    ap.add_argument('--new-tokens', type=int, default=128)
+
+def video_prompts(model, batch:int, frames:int, device, dtype, text_len:int=16):
+    "(pixels, input_ids, attention_mask): random frames, and prompts of text_len random tokens, the video's placeholders, text_len more."
+    cfg = model.config
+    size, vid, n_vid = cfg.vision_config.image_size, cfg.video_token_index, num_video_tokens(model, frames)
+    g = torch.Generator(device='cpu').manual_seed(0)
+    pixels = torch.randn(batch, frames, 3, size, size, generator=g).to(device, dtype)
+    ids = torch.randint(1, vid - 2, (batch, 2 * text_len + n_vid), generator=g)   # never a placeholder id
+    ids[:, text_len:text_len + n_vid] = vid
+    return pixels, ids.to(device), torch.ones_like(ids).to(device)
+
 def lm_param_count(model) -> int:
     "Parameters of the language model (LoRA weights excluded)."
     return sum(p.numel() for n, p in model.named_parameters() if 'language_model' in n and 'lora_' not in n)
@@ -86,10 +104,7 @@ def timed(fn, device, reps=1):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument('--shape', default='7b', choices=['7b', 'tiny'])
-    ap.add_argument('--batch', type=int, default=16)
-    ap.add_argument('--frames', type=int, default=8)
-    ap.add_argument('--new-tokens', type=int, default=128)
+    add_shape_args(ap)
     ap.add_argument('--learn-batch', type=int, default=8)
     ap.add_argument('--no-compile', action='store_true')
     ap.add_argument('--budget-s', type=float, default=480)
@@ -123,15 +138,9 @@ def main():
     n_lm = lm_param_count(model)
     lm_bytes = n_lm * torch.finfo(dtype).bits // 8
     n_vid = num_video_tokens(model, a.frames)
-    size = cfg.vision_config.image_size
     log(f'model built in {t_build:.1f}s: LM params {n_lm/1e9:.2f} B ({lm_bytes/1e9:.1f} GB), {n_vid} video tokens for {a.frames} frames')
-    g = torch.Generator(device='cpu').manual_seed(0)
-    pixels = torch.randn(a.batch, a.frames, 3, size, size, generator=g).to(device, dtype)
-    text_len = 16
+    pixels, ids, mask = video_prompts(model, a.batch, a.frames, device, dtype)
     vid = cfg.video_token_index
-    ids = torch.randint(1, vid - 2, (a.batch, 2 * text_len + n_vid), generator=g)
-    ids[:, text_len:text_len + n_vid] = vid
-    ids, mask = ids.to(device), torch.ones_like(ids).to(device)
     prompt_len = ids.shape[1]
     # KV cache at the end of generation: K and V, every layer, every row, every position
     tc = cfg.text_config
@@ -173,23 +182,26 @@ def main():
     policy = add_role_adapter(model, 'policy', r=64, alpha=16)
     for n, p in policy.named_parameters():   # a trained adapter: B is zero at init, which would make LoRA a no-op
         if 'lora_B' in n: torch.nn.init.normal_(p, std=1e-3)
-    # the PPO rollout itself: vlm_rlaif.ppo.sampling_kwargs with the static cache (pure sampling, placeholders suppressed),
-    # the LoRA updated in place before every generate as an optimizer step would
-    ppo_cfg = PPOStageConfig(max_new_tokens=a.new_tokens, rollout_cache='static' if static else 'dynamic')
-    kwargs = sampling_kwargs(ppo_cfg, SimpleNamespace(eos_token_id=None, pad_token_id=0), policy)   # no EOS: every row samples all tokens
+    # the PPO rollout itself: vlm_rlaif.ppo.sampling_kwargs (pure sampling, placeholders suppressed) through what
+    # ppo.make_session samples with, the LoRA updated in place before every rollout as an optimizer step would
+    kwargs = sampling_kwargs(PPOStageConfig(max_new_tokens=a.new_tokens), SimpleNamespace(eos_token_id=None, pad_token_id=0), policy)   # no EOS: every row samples all tokens
+    def ppo_sampler(m):   # rollout_cache='static': the session's StaticCacheSampler; 'dynamic': generate
+        return StaticCacheSampler(m) if static else functools.partial(generate_with_video, m)
     sampler = None
     with torch.no_grad():
         def merged_rollout():   # rollout_weights='merged': ppo.rollout refreshes the copy, then samples from it
             nonlocal sampler
             sampler = sampler or MergedCopy(policy, 'policy')
+            draw = ppo_sampler(sampler.model)
             def update_refresh_generate():
                 nudge_lora(policy); sampler.refresh()
-                return generate_with_video(sampler.model, ids, mask, feats, min_new_tokens=a.new_tokens, **kwargs)
+                return draw(ids, mask, feats, **kwargs)
             measure('decode_ppo_rollout_merged', sampler.model, reps=3, call=update_refresh_generate)
         step('ppo rollout, merged copy', merged_rollout)
+        draw_adapter = ppo_sampler(policy)
         def update_then_generate():   # rollout_weights='adapter'
             nudge_lora(policy)
-            return generate_with_video(policy, ids, mask, feats, min_new_tokens=a.new_tokens, **kwargs)
+            return draw_adapter(ids, mask, feats, **kwargs)
         step('ppo rollout, adapter', lambda: measure('decode_ppo_rollout', policy, reps=3, call=update_then_generate))
 
     # the learn phase: LoRA forward + backward over prompt + response
@@ -254,7 +266,7 @@ def main():
         b = a.learn_batch
         sampler = MergedCopy(policy, 'policy')   # rollout_weights='merged'
         with torch.no_grad():   # as the rollout samples, then the score phase's forwards
-            resp = generate_with_video(sampler.model, ids, mask, feats, min_new_tokens=a.new_tokens, **kwargs)[:b]
+            resp = ppo_sampler(sampler.model)(ids, mask, feats, **kwargs)[:b]
             seq = torch.cat([ids[:b], resp], 1); m = torch.ones_like(seq); f = feats[:b]
             emb = embed_inputs(policy, seq, f)
             response_logprobs(policy, emb, m, resp)

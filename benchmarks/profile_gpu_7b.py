@@ -15,8 +15,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
-from bench_gpu_7b import build, lm_param_count
-from vlm_rlaif.model import adapters_disabled, add_role_adapter, embed_inputs, encode_video, lm_precision, num_video_tokens
+from bench_gpu_7b import add_shape_args, build, lm_param_count, video_prompts
+from vlm_rlaif.model import adapters_disabled, add_role_adapter, embed_inputs, encode_video, lm_precision
 from vlm_rlaif.ppo import response_logprobs
 
 KINDS = (('matrix products', ('gemm', 'gemv', 'cutlass', 'xmma', 'nvjet', 'matmul', 'splitk', 'aten::mm', 'aten::addmm', 'aten::bmm')),
@@ -31,7 +31,8 @@ def table(prof, device, top:int) -> tuple[list[str], dict]:
     from torch.autograd import DeviceType
     use_cuda = device.type == 'cuda'
     # on a GPU the kernels only: an operator's self device time is the time of the kernels it launched, counted again
-    events = [e for e in prof.key_averages() if (e.device_type == DeviceType.CUDA and e.self_device_time_total > 0 if use_cuda else e.self_cpu_time_total > 0)]
+    events = [e for e in prof.key_averages() if (e.device_type == DeviceType.CUDA and e.self_device_time_total > 0 if use_cuda else e.self_cpu_time_total > 0)
+              and not e.key.startswith('ProfilerStep')]   # a profiler schedule's step range, not a kernel: its time is its kernels'
     key = (lambda e: e.self_device_time_total) if use_cuda else (lambda e: e.self_cpu_time_total)
     events.sort(key=key, reverse=True)
     total = sum(key(e) for e in events)
@@ -44,11 +45,8 @@ def table(prof, device, top:int) -> tuple[list[str], dict]:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument('--shape', default='7b', choices=['7b', 'tiny'])
-    ap.add_argument('--batch', type=int, default=16)
+    add_shape_args(ap)
     ap.add_argument('--learn-batch', type=int, default=4)
-    ap.add_argument('--frames', type=int, default=8)
-    ap.add_argument('--new-tokens', type=int, default=128)
     ap.add_argument('--top', type=int, default=20)
     ap.add_argument('--out', default=str(ROOT/'benchmarks'/'results'/'profile_gpu_7b.md'))
     a = ap.parse_args()
@@ -64,12 +62,8 @@ def main():
     for n, p in policy.named_parameters():   # a trained adapter (B is zero at init)
         if 'lora_B' in n: torch.nn.init.normal_(p, std=1e-3)
     cfg = model.config
-    n_vid, size, vid = num_video_tokens(model, a.frames), cfg.vision_config.image_size, cfg.video_token_index
-    g = torch.Generator().manual_seed(0)
-    pixels = torch.randn(a.batch, a.frames, 3, size, size, generator=g).to(device, dtype)
-    ids = torch.randint(1, vid - 2, (a.batch, 32 + n_vid), generator=g)
-    ids[:, 16:16 + n_vid] = vid
-    ids, mask = ids.to(device), torch.ones_like(ids).to(device)
+    vid = cfg.video_token_index
+    pixels, ids, mask = video_prompts(model, a.batch, a.frames, device, dtype)
     log(f'shape {a.shape}: LM {lm_param_count(model)/1e9:.2f} B parameters, LoRA r64 on every LM linear layer (adapter weights '
         f'{next(p for n, p in policy.named_parameters() if "lora_A" in n).dtype}), batch {a.batch}, prompt {ids.shape[1]} tokens')
 

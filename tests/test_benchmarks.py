@@ -21,6 +21,15 @@ def test_bench_gpu_7b_tiny(tmp_path):
                 'learn_b16_ckpt', 'one PPO step, four roles'):
         assert row in report, (row, report)
 
+def test_bench_gpu_decode_tiny(tmp_path):
+    out = tmp_path/'decode.md'
+    log = run_script('bench_gpu_decode.py', '--shape', 'tiny', '--new-tokens', '16', '--out', str(out))
+    assert 'FAILED' not in log, log
+    report = out.read_text()
+    for row in ('sampler_merged:', 'own one-token rollout', 'kernels of 4 decode steps', 'attention of one decode step', 'one read of',
+                'generate_merged:', 'sampler_adapter:', 'sampler_merged_autotune:', 'generate_merged / sampler_merged per decode step'):
+        assert row in report, (row, report)
+
 def test_bench_vision_reuse_tiny_7b_shape():
     log = run_script('bench_vision_reuse.py', '--shape', '7b', '--tiny', '--steps', '1', '--minibatch', '2', '--new-tokens', '4',
                      '--rollout-cache', 'static', '--rollout-weights', 'merged')

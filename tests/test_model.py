@@ -7,7 +7,7 @@ import torch
 
 from vlm_rlaif.core import seed_everything
 from vlm_rlaif.model import _adapter_layers, _fused_role
-from vlm_rlaif.model import (CLIP_MEAN, ModelConfig, ScalarHeadModel, active_role, adapters_disabled, add_role_adapter, build_video_lmm, fuse_lora_products,
+from vlm_rlaif.model import (CLIP_MEAN, ModelConfig, ScalarHeadModel, StaticCacheSampler, active_role, adapters_disabled, add_role_adapter, build_video_lmm, fuse_lora_products,
                              embed_inputs, encode_video, generate_with_video, last_token_index, lm_lora_target_regex, load_video_lmm,
                              num_video_tokens, read_frame_preprocess, save_video_lmm, train_tokenizer)
 
@@ -150,6 +150,28 @@ def test_generation_batched_equals_one_by_one(model, tok, pixels):
             one = generate_with_video(model, ids[i:i + 1, keep], mask[i:i + 1, keep], feats[i:i + 1], max_new_tokens=10, do_sample=False)[0]
             assert out[i, :len(one)].tolist() == one.tolist()
             assert (out[i, len(one):] == tok.pad_token_id).all()
+
+
+def test_static_sampler_compiles_once(model, tok, pixels):
+    "The compiled decode step (inductor; on a GPU with CUDA graphs) gives the eager step's tokens and compiles once: not again for the next rollout, nor after an in-place weight change."
+    from torch._dynamo.utils import counters
+    ids, mask = batch(tok, num_video_tokens(model, FRAMES))
+    changed = copy.deepcopy(model)   # its weights change in place below
+    with torch.no_grad(): feats = encode_video(changed, pixels)
+    greedy = dict(max_new_tokens=6, do_sample=False, pad_token_id=tok.pad_token_id, return_dict_in_generate=True, output_logits=True)
+    eager, compiled = StaticCacheSampler(changed, compile=False), StaticCacheSampler(changed, compile=True)
+    def same_as_eager():
+        want, got = eager(ids, mask, feats, **greedy), compiled(ids, mask, feats, **greedy)
+        assert got.sequences.tolist() == want.sequences.tolist()
+        torch.testing.assert_close(torch.stack(got.logits), torch.stack(want.logits), rtol=1e-4, atol=1e-4)
+    graphs = counters['stats']['unique_graphs']
+    same_as_eager()
+    assert counters['stats']['unique_graphs'] == graphs + 1
+    with torch.no_grad(): changed.get_output_embeddings().weight.mul_(1.5)   # as a refresh of a merged copy writes its weights
+    same_as_eager()
+    assert counters['stats']['unique_graphs'] == graphs + 1
+    right_ids, right_mask = batch(tok, num_video_tokens(model, FRAMES), side='right')
+    with pytest.raises(ValueError, match='must be left padded'): eager(right_ids, right_mask, feats, max_new_tokens=2)
 
 
 def test_lora_on_language_model_only_and_reference(model, tok, pixels):
