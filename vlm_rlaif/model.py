@@ -404,7 +404,7 @@ def choose_tokens(logits:torch.Tensor, # (B, V) float32 filtered logits
     if not sample: return logits.argmax(-1)
     return (logits.softmax(-1) / torch.empty_like(logits).exponential_()).argmax(-1)
 
-# %% ../nbs/04_model.ipynb #dd5f1c9e
+# %% ../nbs/04_model.ipynb #f7fe9b90
 def next_tokens(logits:torch.Tensor, # (B, V) float32 raw next-token logits
                 finished:torch.Tensor, # (B,) bool: the rows that have ended
                 suppressed:torch.Tensor|None, sample:bool, temperature:float, top_k:int, top_p:float, # the sampling rule
@@ -474,8 +474,9 @@ class StaticCacheSampler:
             for t in range(1, max_new_tokens):
                 if eos_token_id is not None and t % self.check_every == 0 and finished.all(): break
                 if self.compile: torch.compiler.cudagraph_mark_step_begin()
-                token, finished, logits = (x.clone() for x in self.decode_step(token, position, mask, finished, rule))   # a CUDA graph's next run overwrites its outputs
-                tokens.append(token); step_logits.append(logits if output_logits else None)
+                token, finished, logits = self.decode_step(token, position, mask, finished, rule)
+                token, finished = token.clone(), finished.clone()   # a CUDA graph's next run overwrites its outputs
+                tokens.append(token); step_logits.append(logits.clone() if output_logits else None)
                 position = position + 1
         sequences = torch.stack(tokens, 1)
         ended = sequences == eos_token_id if eos_token_id is not None else None
