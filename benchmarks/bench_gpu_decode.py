@@ -9,13 +9,15 @@ refreshed after an in-place update of the LoRA weights before every call (`rollo
                   decode step per token: forward + sampling in one CUDA graph);
   generate_merged: transformers' `generate` with `cache_implementation='static'` (it compiles the forward only; how
                   `ppo.rollout` sampled before the sampler);
-  sampler_adapter: the sampler through the policy's unmerged adapter (`rollout_weights='adapter'`), budget allowing.
-A decode step is (one rollout's time - one prefill's time) / 127; each row counts the graphs torch.compile built on its
-first call and after it. Then, to say where the time goes: the kernels of four of the sampler's decode steps
-(torch.profiler), the decode-shaped attention (one step's 32 calls) on each SDPA backend, and the read bandwidth one
-large tensor reaches (the floor assumes 3.35 TB/s).
+  sampler_adapter: the sampler through the policy's unmerged adapter (`rollout_weights='adapter'`), budget allowing;
+  sampler_merged_autotune: the sampler's step compiled with mode='max-autotune' (Triton products where faster).
+A decode step is (one rollout's time - one dynamic-cache prefill's time) / 127, as bench_gpu_7b.py counts it; for the
+samplers also (one rollout - the same sampler's one-token rollout) / 127: the decode steps alone. Each row counts the
+graphs torch.compile built on its first call and after it. Then, to say where the time goes: the kernels of four of the
+sampler's decode steps (torch.profiler), the decode-shaped attention (one step's 32 calls) on each SDPA backend, and the
+read bandwidth one large tensor reaches (the floor assumes 3.35 TB/s).
 
-Usage: python benchmarks/bench_gpu_decode.py [--shape 7b|tiny] [--budget-s 420] [--out FILE]
+Usage: python benchmarks/bench_gpu_decode.py [--shape 7b|tiny] [--rows sampler,profile,...] [--budget-s 420] [--out FILE]
 Each measurement is guarded: a failure is recorded and the next one runs; past --budget-s the rest is skipped.
 """
 import argparse, datetime, json, os, platform, sys, time, traceback
