@@ -95,6 +95,24 @@ def nudge_lora(model):
     for n, p in model.named_parameters():
         if 'lora_' in n: p.add_(torch.randn_like(p) * 1e-4)
 
+def write_report(out:str, title:str, device, command:str, lines:list[str], res:dict|None=None):
+    "A report: title, date and machine, library versions, the command that wrote it, the log lines (and the results as JSON)."
+    machine = torch.cuda.get_device_name(0) if device.type == 'cuda' else platform.processor() or 'cpu'
+    head = [f'# {title}', '', f'- date: {datetime.date.today()}  machine: {machine}',
+            f'- torch {torch.__version__}, transformers {__import__("transformers").__version__}, peft {__import__("peft").__version__}',
+            f'- command: `{command}`', '', '```']
+    tail = ['```'] + (['', '```json', json.dumps(res, indent=1), '```'] if res is not None else [])
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text('\n'.join(head + lines + tail) + '\n')
+
+def guarded(name:str, fn, log, t_start:float, budget_s:float):
+    "fn() unless the run is past its budget; a failure is logged (the next measurement still runs) and gives None."
+    if time.time() - t_start > budget_s: log(f'{name}: skipped (past the {budget_s:.0f} s budget)'); return None
+    try: return fn()
+    except Exception as e:
+        log(f'{name}: FAILED {type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ""}')
+        traceback.print_exc(); return None
+
 def timed(fn, device, reps=1):
     "(result of the last call, mean seconds per call)"
     sync(device); t0 = time.perf_counter()
@@ -115,23 +133,14 @@ def main():
     dtype = torch.bfloat16 if device.type == 'cuda' else torch.float32
     t_start = time.time()
     res, lines = {}, []
-    def log(msg):
+    command = (f'python benchmarks/bench_gpu_7b.py --shape {a.shape}{" --no-compile" if a.no_compile else ""}'
+               f'{f" --budget-s {a.budget_s:g}" if a.budget_s != 480 else ""}{f" --only {a.only}" if a.only != "all" else ""}')
+    def log(msg):   # the report is rewritten after every line: a run cut short keeps what it measured
         print(msg, flush=True); lines.append(msg)
-        write()
-    def write():
-        head = [f'# GPU benchmark: PPO phases at the 7B shape ({a.shape})', '',
-                f'- date: {datetime.date.today()}  machine: {torch.cuda.get_device_name(0) if device.type == "cuda" else platform.processor() or "cpu"}',
-                f'- torch {torch.__version__}, transformers {__import__("transformers").__version__}, peft {__import__("peft").__version__}',
-                f'- command: `python benchmarks/bench_gpu_7b.py --shape {a.shape}{" --no-compile" if a.no_compile else ""}{f" --budget-s {a.budget_s:g}" if a.budget_s != 480 else ""}{f" --only {a.only}" if a.only != "all" else ""}`', '', '```']
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out).write_text('\n'.join(head + lines + ['```', '', '```json', json.dumps(res, indent=1), '```']) + '\n')
+        write_report(a.out, f'GPU benchmark: PPO phases at the 7B shape ({a.shape})', device, command, lines, res)
     def step(name, fn, part='decode'):
         if a.only != 'all' and part not in (a.only, 'setup'): return None
-        if time.time() - t_start > a.budget_s: log(f'{name}: skipped (past the {a.budget_s:.0f} s budget)'); return None
-        try: return fn()
-        except Exception as e:
-            log(f'{name}: FAILED {type(e).__name__}: {str(e).splitlines()[0][:300]}')
-            traceback.print_exc(); return None
+        return guarded(name, fn, log, t_start, a.budget_s)
 
     model, t_build = timed(lambda: build(a.shape, device, dtype), device)
     cfg = model.config

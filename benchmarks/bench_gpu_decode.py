@@ -20,7 +20,7 @@ read bandwidth one large tensor reaches (the floor assumes 3.35 TB/s).
 Usage: python benchmarks/bench_gpu_decode.py [--shape 7b|tiny] [--rows sampler,profile,...] [--budget-s 420] [--out FILE]
 Each measurement is guarded: a failure is recorded and the next one runs; past --budget-s the rest is skipped.
 """
-import argparse, datetime, json, os, platform, sys, time, traceback
+import argparse, os, sys, time
 from types import SimpleNamespace
 from pathlib import Path
 import torch
@@ -28,7 +28,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT)); sys.path.insert(0, str(ROOT/'benchmarks'))
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
-from bench_gpu_7b import HBM_BYTES_PER_S, add_shape_args, build, compiled_graphs, lm_param_count, nudge_lora, sync, timed, video_prompts
+from bench_gpu_7b import (HBM_BYTES_PER_S, add_shape_args, build, compiled_graphs, guarded, lm_param_count, nudge_lora, sync, timed, video_prompts,
+                          write_report)
 from profile_gpu_7b import table
 from vlm_rlaif.model import MergedCopy, StaticCacheSampler, add_role_adapter, embed_inputs, encode_video, generate_with_video
 from vlm_rlaif.ppo import PPOStageConfig, sampling_kwargs
@@ -51,23 +52,15 @@ def main():
     device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     dtype = torch.bfloat16 if device.type == 'cuda' else torch.float32
     t_start, res, lines = time.time(), {}, []
-    def log(msg):
+    command = (f'python benchmarks/bench_gpu_decode.py --shape {a.shape}{f" --budget-s {a.budget_s:g}" if a.budget_s != 420 else ""}'
+               f'{f" --rows {a.rows}" if a.rows != ",".join(ROWS) else ""}')
+    def log(msg):   # the report is rewritten after every line: a run cut short keeps what it measured
         print(msg, flush=True); lines.append(msg)
-        head = [f'# GPU benchmark: decoding inside a PPO rollout at the 7B shape ({a.shape})', '',
-                f'- date: {datetime.date.today()}  machine: {torch.cuda.get_device_name(0) if device.type == "cuda" else platform.processor() or "cpu"}',
-                f'- torch {torch.__version__}, transformers {__import__("transformers").__version__}, peft {__import__("peft").__version__}',
-                f'- command: `python benchmarks/bench_gpu_decode.py --shape {a.shape}{f" --budget-s {a.budget_s:g}" if a.budget_s != 420 else ""}{f" --rows {a.rows}" if a.rows != ",".join(ROWS) else ""}`', '', '```']
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out).write_text('\n'.join(head + lines + ['```', '', '```json', json.dumps(res, indent=1), '```']) + '\n')
+        write_report(a.out, f'GPU benchmark: decoding inside a PPO rollout at the 7B shape ({a.shape})', device, command, lines, res)
     rows = a.rows.split(',')
     if unknown := set(rows) - set(ROWS): ap.error(f'--rows: unknown {sorted(unknown)}; choose from {",".join(ROWS)}')
     def step(name, fn):
-        if name not in rows: return None
-        if time.time() - t_start > a.budget_s: log(f'{name}: skipped (past the {a.budget_s:.0f} s budget)'); return None
-        try: return fn()
-        except Exception as e:
-            log(f'{name}: FAILED {type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ""}')
-            traceback.print_exc(); return None
+        return guarded(name, fn, log, t_start, a.budget_s) if name in rows else None
 
     model = build(a.shape, device, dtype)
     tc = model.config.text_config
@@ -126,8 +119,8 @@ def main():
     def profile_decode():   # torch.profiler over four decode steps in the middle of one rollout (the compiled step's kernels, in its CUDA graph)
         from torch.profiler import ProfilerActivity, profile, schedule
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == 'cuda' else [])
-        inner = sampler.decode_step
-        with profile(activities=activities, schedule=schedule(wait=max(0, a.new_tokens // 2 - 4), warmup=2, active=4, repeat=1)) as prof:
+        inner, steps = sampler.decode_step, 4
+        with profile(activities=activities, schedule=schedule(wait=max(0, a.new_tokens // 2 - 4), warmup=2, active=steps, repeat=1)) as prof:
             def counted(*args):   # each step's kernels finish inside its own profiler step (the GPU otherwise runs a step behind the host)
                 out = inner(*args); sync(device); prof.step(); return out
             sampler.decode_step = counted
@@ -135,9 +128,9 @@ def main():
                 with torch.no_grad(): sampler(ids, mask, feats, **kwargs); sync(device)
             finally: sampler.decode_step = inner
         rows, per_kind = table(prof, device, 20)
-        total = sum(per_kind.values()) / 4 / 1e3
-        res['profile_decode_step_ms'] = {k: v / 4 / 1e3 for k, v in per_kind.items()}
-        log(f'kernels of 4 decode steps of sampler_merged (GPU time per step {total:.2f} ms = {total/floor_ms:.2f}x floor):')
+        total = sum(per_kind.values()) / steps / 1e3
+        res['profile_decode_step_ms'] = {k: v / steps / 1e3 for k, v in per_kind.items()}
+        log(f'kernels of {steps} decode steps of sampler_merged (GPU time per step {total:.2f} ms = {total/floor_ms:.2f}x floor):')
         for r in rows: log('  ' + r)
     step('profile', profile_decode)
 

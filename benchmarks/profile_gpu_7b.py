@@ -8,14 +8,14 @@ the kernels by total GPU time, and the summary splits the time into matrix produ
 
 Usage: python benchmarks/profile_gpu_7b.py [--shape 7b|tiny] [--out FILE]
 """
-import argparse, datetime, os, sys, time
+import argparse, os, sys, time
 from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
-from bench_gpu_7b import add_shape_args, build, lm_param_count, video_prompts
+from bench_gpu_7b import add_shape_args, build, lm_param_count, video_prompts, write_report
 from vlm_rlaif.model import adapters_disabled, add_role_adapter, embed_inputs, encode_video, lm_precision
 from vlm_rlaif.ppo import response_logprobs
 
@@ -101,12 +101,8 @@ def main():
     rows, _ = table(prof, device, a.top)
     log(''); log(f'## one learn step ({b} x {seq.shape[1]} tokens, no checkpointing; {t:.2f} s unprofiled)'); [log(r) for r in rows]
     if a.out:
-        head = [f'# Kernel time of a decode step and a learn step at the 7B shape ({a.shape})', '',
-                f'- date: {datetime.date.today()}  machine: {torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu"}',
-                f'- torch {torch.__version__}, transformers {__import__("transformers").__version__}, peft {__import__("peft").__version__}',
-                f'- command: `python benchmarks/profile_gpu_7b.py --shape {a.shape}`', '', '```']
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out).write_text('\n'.join(head + lines + ['```']) + '\n')
+        write_report(a.out, f'Kernel time of a decode step and a learn step at the 7B shape ({a.shape})', device,
+                     f'python benchmarks/profile_gpu_7b.py --shape {a.shape}', lines)
         print(f'wrote {a.out}')
 
 if __name__ == '__main__':

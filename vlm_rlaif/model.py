@@ -19,9 +19,9 @@ __all__ = ['POOLINGS', 'DTYPES', 'SPECIAL_TOKENS', 'EXTRA_SPECIAL_TOKENS', 'CHAT
            'PROCESSOR_FILES', 'ModelConfig', 'train_tokenizer', 'build_video_lmm', 'num_video_tokens',
            'FramePreprocess', 'frame_preprocess_from_dict', 'read_frame_preprocess', 'save_video_lmm', 'VideoLMM',
            'load_video_lmm', 'encode_video', 'embed_inputs', 'lm_precision', 'generate_with_video', 'SampleOutput',
-           'filter_logits', 'choose_tokens', 'next_tokens', 'StaticCacheSampler', 'lm_lora_target_regex',
-           'add_role_adapter', 'active_role', 'adapters_disabled', 'MergedCopy', 'fuse_lora_products',
-           'positions_from_mask', 'last_token_index', 'ScalarHeadModel']
+           'filter_logits', 'choose_tokens', 'positions_from_mask', 'next_tokens', 'StaticCacheSampler',
+           'lm_lora_target_regex', 'add_role_adapter', 'active_role', 'adapters_disabled', 'MergedCopy',
+           'fuse_lora_products', 'last_token_index', 'ScalarHeadModel']
 
 # %% ../nbs/04_model.ipynb #242390bc
 POOLINGS = ('llava_next', 'spatiotemporal')
@@ -404,7 +404,12 @@ def choose_tokens(logits:torch.Tensor, # (B, V) float32 filtered logits
     if not sample: return logits.argmax(-1)
     return (logits.softmax(-1) / torch.empty_like(logits).exponential_()).argmax(-1)
 
-# %% ../nbs/04_model.ipynb #f7fe9b90
+# %% ../nbs/04_model.ipynb #c3e96b9d
+def positions_from_mask(attention_mask:torch.Tensor, # (B, L), 1 on real tokens
+                       ) -> torch.Tensor:
+    "Position ids that count real tokens only (0 on padding), as `generate` makes them: padding side does not matter."
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0).masked_fill(attention_mask == 0, 0)
+
 def next_tokens(logits:torch.Tensor, # (B, V) float32 raw next-token logits
                 finished:torch.Tensor, # (B,) bool: the rows that have ended
                 suppressed:torch.Tensor|None, sample:bool, temperature:float, top_k:int, top_p:float, # the sampling rule
@@ -467,7 +472,7 @@ class StaticCacheSampler:
         rule = (suppressed, do_sample, temperature, top_k, top_p, eos_token_id, pad_token_id)
         mask = torch.cat([attention_mask, attention_mask.new_ones(b, max_new_tokens)], 1)   # one mask for every step: causality hides the positions not yet sampled
         with lm_precision(self.model):
-            logits = self._forward(embed_inputs(self.model, input_ids, video_features), mask, (attention_mask.long().cumsum(-1) - 1).clamp(min=0))
+            logits = self._forward(embed_inputs(self.model, input_ids, video_features), mask, positions_from_mask(attention_mask))
             token, finished = next_tokens(logits, torch.zeros(b, dtype=torch.bool, device=device), *rule)
             tokens, step_logits = [token], [logits]
             position = attention_mask.long().sum(1)   # the position of each row's first new token
@@ -661,12 +666,7 @@ def fuse_lora_products(model, # a peft model (or a module holding one, e.g. a `S
         if type(module) is LoraLinear and isinstance(module.base_layer, nn.Linear): module.forward = types.MethodType(_fused_lora_forward, module)
     return model
 
-# %% ../nbs/04_model.ipynb #1fc3feec
-def positions_from_mask(attention_mask:torch.Tensor, # (B, L), 1 on real tokens
-                       ) -> torch.Tensor:
-    "Position ids that count real tokens only (0 on padding), as `generate` makes them: padding side does not matter."
-    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0).masked_fill(attention_mask == 0, 0)
-
+# %% ../nbs/04_model.ipynb #7b3e4405
 def last_token_index(attention_mask:torch.Tensor, # (B, L), 1 on real tokens, left or right padding
                     ) -> torch.Tensor:
     "The index of each row's last real token."
