@@ -10,17 +10,21 @@ refreshed after an in-place update of the LoRA weights before every call (`rollo
   generate_merged: transformers' `generate` with `cache_implementation='static'` (it compiles the forward only; how
                   `ppo.rollout` sampled before the sampler);
   sampler_adapter: the sampler through the policy's unmerged adapter (`rollout_weights='adapter'`), budget allowing;
-  sampler_merged_autotune: the sampler's step compiled with mode='max-autotune' (Triton products where faster).
+  sampler_merged_autotune: the sampler's step compiled with mode='max-autotune' (Triton products where faster);
+  sampler_skinny: the sampler on the same copy with `model.skinny_products` (`rollout_products='skinny'`): its
+                  16-row products in the package's Triton kernel instead of cuBLAS.
 A decode step is (one rollout's time - one dynamic-cache prefill's time) / 127, as bench_gpu_7b.py counts it; for the
 samplers also (one rollout - the same sampler's one-token rollout) / 127: the decode steps alone. Each row counts the
 graphs torch.compile built on its first call and after it. Then, to say where the time goes: the kernels of four of the
-sampler's decode steps (torch.profiler), the decode-shaped attention (one step's 32 calls) on each SDPA backend, and the
+sampler's decode steps (torch.profiler; skinny_profile: of sampler_skinny's), each product shape of the language model at
+the decode shape with cuBLAS and with the skinny kernel (inside a CUDA graph, the weights rotated past the L2 cache), the
+decode-shaped attention (one step's 32 calls) on each SDPA backend, and the
 read bandwidth one large tensor reaches (the floor assumes 3.35 TB/s).
 
 Usage: python benchmarks/bench_gpu_decode.py [--shape 7b|tiny] [--rows sampler,profile,...] [--budget-s 420] [--out FILE]
 Each measurement is guarded: a failure is recorded and the next one runs; past --budget-s the rest is skipped.
 """
-import argparse, os, sys, time
+import argparse, copy, os, sys, time
 from types import SimpleNamespace
 from pathlib import Path
 import torch
@@ -31,10 +35,12 @@ os.environ.setdefault('HF_HUB_OFFLINE', '1')
 from bench_gpu_7b import (HBM_BYTES_PER_S, add_shape_args, build, compiled_graphs, guarded, lm_param_count, nudge_lora, sync, timed, video_prompts,
                           write_report)
 from profile_gpu_7b import table
-from vlm_rlaif.model import MergedCopy, StaticCacheSampler, add_role_adapter, embed_inputs, encode_video, generate_with_video
+from vlm_rlaif import model as vlm_model
+from vlm_rlaif.model import (MergedCopy, StaticCacheSampler, add_role_adapter, embed_inputs, encode_video, generate_with_video, skinny_product,
+                             skinny_products)
 from vlm_rlaif.ppo import PPOStageConfig, sampling_kwargs
 
-ROWS = ('sampler', 'profile', 'attention', 'bandwidth', 'generate', 'adapter', 'autotune')
+ROWS = ('sampler', 'profile', 'products', 'skinny', 'skinny_profile', 'attention', 'bandwidth', 'generate', 'adapter', 'autotune')
 
 def cudagraph_skips() -> int:
     "Compiled graphs that inductor ran without CUDA graphs so far in this process (each a slower decode step)."
@@ -116,7 +122,7 @@ def main():
     first_only = {**kwargs, 'max_new_tokens': 1}
     step('sampler', lambda: measure('sampler_merged', lambda: sampler(ids, mask, feats, **kwargs), one_token=lambda: one_token(ids, mask, feats, **first_only)))
 
-    def profile_decode():   # torch.profiler over four decode steps in the middle of one rollout (the compiled step's kernels, in its CUDA graph)
+    def profile_decode(sampler, label):   # torch.profiler over four decode steps in the middle of one rollout (the compiled step's kernels, in its CUDA graph)
         from torch.profiler import ProfilerActivity, profile, schedule
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == 'cuda' else [])
         inner, steps = sampler.decode_step, 4
@@ -129,10 +135,43 @@ def main():
             finally: sampler.decode_step = inner
         rows, per_kind = table(prof, device, 20)
         total = sum(per_kind.values()) / steps / 1e3
-        res['profile_decode_step_ms'] = {k: v / steps / 1e3 for k, v in per_kind.items()}
-        log(f'kernels of {steps} decode steps of sampler_merged (GPU time per step {total:.2f} ms = {total/floor_ms:.2f}x floor):')
+        res[f'profile_{label}_ms'] = {k: v / steps / 1e3 for k, v in per_kind.items()}
+        log(f'kernels of {steps} decode steps of {label} (GPU time per step {total:.2f} ms = {total/floor_ms:.2f}x floor):')
         for r in rows: log('  ' + r)
-    step('profile', profile_decode)
+    step('profile', lambda: profile_decode(sampler, 'sampler_merged'))
+
+    def products():   # each product shape of the LM at a decode step (`batch` rows): cuBLAS against the skinny kernel
+        if device.type != 'cuda': return log('products: the skinny kernel and CUDA graphs need a GPU')
+        lm = [m for n, m in merged.model.named_modules() if isinstance(m, torch.nn.Linear) and ('language_model' in n or n == 'lm_head')]
+        per_step = {}
+        for m in lm: per_step[(m.out_features, m.in_features)] = per_step.get((m.out_features, m.in_features), 0) + 1
+        step_us = {'cuBLAS': 0.0, 'skinny': 0.0}
+        for (n, k), count in sorted(per_step.items()):
+            copies = max(2, -(-256 * 2 ** 20 // (n * k * 2)))   # >= 256 MB of weights per pass: each product reads its weight from memory, not from the 50 MB L2
+            weights = [torch.randn(n, k, device=device, dtype=dtype) / k ** 0.5 for _ in range(copies)]
+            x = torch.randn(a.batch, k, device=device, dtype=dtype)
+            us = {}
+            for name, product in (('cuBLAS', torch.nn.functional.linear), ('skinny', skinny_product)):
+                def one_pass():
+                    for w in weights: product(x, w)
+                one_pass(); sync(device)   # the autotuner times its configurations here, outside the graph
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph): one_pass()
+                graph.replay(); sync(device)
+                _, t = timed(graph.replay, device, 20)
+                us[name] = t / copies * 1e6
+                step_us[name] += count * us[name]
+            want = torch.nn.functional.linear(x, weights[0]).float()
+            err = (skinny_product(x, weights[0]).float() - want).abs().max().item() / want.abs().max().item()
+            res.setdefault('products', {})[f'{n}x{k}'] = dict(per_step=count, cublas_us=us['cuBLAS'], skinny_us=us['skinny'], rel_err=err)
+            log(f'product {a.batch} x {k} -> {n} ({count} a step): cuBLAS {us["cuBLAS"]:.1f} us = {n * k * 2 / us["cuBLAS"] / 1e6:.2f} TB/s, '
+                f'skinny {us["skinny"]:.1f} us = {n * k * 2 / us["skinny"] / 1e6:.2f} TB/s ({us["cuBLAS"] / us["skinny"]:.2f}x); '
+                f'max |skinny - cuBLAS| / max |cuBLAS| = {err:.1e}')
+        res['products_per_step_us'] = step_us
+        log(f'products of one decode step: cuBLAS {step_us["cuBLAS"] / 1e3:.2f} ms, skinny {step_us["skinny"] / 1e3:.2f} ms '
+            f'({step_us["cuBLAS"] / step_us["skinny"]:.2f}x); the autotuner chose: ' +
+            '; '.join(f'{key[:3]} {config}' for key, config in vlm_model._skinny_product_tuned.cache.items()))
+    step('products', products)
 
     def attention_backends():   # one decode step's attention: 32 layers, one query per row against the static cache, the last 64 positions not yet written
         from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -166,12 +205,21 @@ def main():
         log(f'one read of {x.numel() * x.element_size() / 1e9:.1f} GB (sum): {t*1e3:.2f} ms = {res["read_tb_per_s"]:.2f} TB/s')
     step('bandwidth', bandwidth)
 
-    static = dict(cache_implementation='static')
-    step('generate', lambda: measure('generate_merged', lambda: generate_with_video(merged.model, ids, mask, feats, **kwargs, **static)))
     def free_caches():   # the KV caches of the rows before: memory for the next
-        sampler.cache = sampler.cache_shape = one_token.cache = one_token.cache_shape = None
+        for s in (sampler, one_token, *skinny_samplers): s.cache = s.cache_shape = None
         merged.model.__dict__.pop('_cache', None)
         if device.type == 'cuda': torch.cuda.empty_cache()
+    skinny_samplers = []
+    def skinny():   # the same copy's modules with their linear layers made SkinnyLinear, its tensors shared (refresh() updates both)
+        free_caches()
+        shared = {id(t): t for t in [*merged.model.parameters(), *merged.model.buffers()]}
+        skinny_samplers.append(StaticCacheSampler(skinny_products(copy.deepcopy(merged.model, memo=shared))))
+        measure('sampler_skinny', lambda: skinny_samplers[0](ids, mask, feats, **kwargs), one_token=lambda: one_token(ids, mask, feats, **first_only))
+    step('skinny', skinny)
+    if skinny_samplers: step('skinny_profile', lambda: profile_decode(skinny_samplers[0], 'sampler_skinny'))
+
+    static = dict(cache_implementation='static')
+    step('generate', lambda: measure('generate_merged', lambda: generate_with_video(merged.model, ids, mask, feats, **kwargs, **static)))
     def adapter():
         free_caches()
         sampler_adapter = StaticCacheSampler(policy)
@@ -182,7 +230,7 @@ def main():
         tuned = StaticCacheSampler(merged.model, mode='max-autotune')
         measure('sampler_merged_autotune', lambda: tuned(ids, mask, feats, **kwargs), one_token=lambda: one_token(ids, mask, feats, **first_only))
     step('autotune', autotune)
-    for label in ('generate_merged', 'sampler_merged_autotune'):
+    for label in ('generate_merged', 'sampler_merged_autotune', 'sampler_skinny'):
         if 'sampler_merged' in res and label in res:
             log(f'{label} / sampler_merged per decode step: {res[label]["decode_step_ms"] / res["sampler_merged"]["decode_step_ms"]:.2f}x')
     log(f'total {time.time() - t_start:.0f}s')

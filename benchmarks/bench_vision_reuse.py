@@ -130,6 +130,7 @@ def main():
     ap.add_argument('--threads', type=int, default=0, help='torch threads (0: torch\'s default)')
     ap.add_argument('--rollout-cache', choices=['dynamic', 'static'], help="ppo.rollout_cache (default: the config's); 'static' compiles the decode step on a GPU")
     ap.add_argument('--rollout-weights', choices=['adapter', 'merged'], help="ppo.rollout_weights (default: the config's); 'merged' samples from a merged copy")
+    ap.add_argument('--rollout-products', choices=['torch', 'skinny'], help="ppo.rollout_products (default: the config's); 'skinny': the Triton kernel for the copy's decode products")
     ap.add_argument('--out', help='default: benchmarks/results/vision_reuse.md (world), vision_reuse_7b.md (7b), nothing with --tiny')
     a = ap.parse_args()
     if a.tiny and a.shape != '7b': ap.error('--tiny goes with --shape 7b')
@@ -139,7 +140,7 @@ def main():
     big = a.shape == '7b'
     sizes = dict(rollout_batch=a.batch or (16 if big else run_cfg.ppo.rollout_batch), minibatch=a.minibatch or (4 if big else run_cfg.ppo.minibatch),
                  max_new_tokens=a.new_tokens or (32 if big else run_cfg.ppo.max_new_tokens), rollout_cache=a.rollout_cache or run_cfg.ppo.rollout_cache,
-                 rollout_weights=a.rollout_weights or run_cfg.ppo.rollout_weights)
+                 rollout_weights=a.rollout_weights or run_cfg.ppo.rollout_weights, rollout_products=a.rollout_products or run_cfg.ppo.rollout_products)
     cfg = dataclasses.replace(run_cfg.ppo, **sizes, rm_scoring_prompt='', eval_max=0, steps=0)
     cfg.validate()
     out = a.out or (None if a.tiny else str(ROOT/'benchmarks'/'results'/('vision_reuse_7b.md' if big else 'vision_reuse.md')))
@@ -201,7 +202,7 @@ def main():
         f'({wo["vision_calls"][0] // max(w["vision_calls"][0], 1)}x); time per step: without / with = {ratio:.2f}x (CPU time: {cpu_ratio:.2f}x)')
     timed_phases = phases[1:]   # after the warm-up step
     phase_s = {k: float(np.mean([p[k] for p in timed_phases])) for k in timed_phases[0]}
-    log(f'ppo_step phases (rollout cache {cfg.rollout_cache}, rollout weights {cfg.rollout_weights}), mean of the timed steps: ' + ', '.join(f'{k} {v:.2f} s' for k, v in phase_s.items())
+    log(f'ppo_step phases (rollout cache {cfg.rollout_cache}, rollout weights {cfg.rollout_weights}, rollout products {cfg.rollout_products}), mean of the timed steps: ' + ', '.join(f'{k} {v:.2f} s' for k, v in phase_s.items())
         + f'; graphs compiled after the warm-up: {sum(w["graphs_compiled"]) + sum(wo["graphs_compiled"])}'
         + (f'; peak GPU memory of the four roles on one base{" and the merged copy" if s.sampler else ""}: {peak_gb:.1f} GB' if peak_gb else ''))
     if out:
@@ -212,6 +213,7 @@ def main():
                 f'- command: `{"OMP_NUM_THREADS=1 " if a.threads == 1 else ""}python benchmarks/bench_vision_reuse.py --shape {a.shape} --steps {a.steps}'
                 f'{f" --threads {a.threads}" if a.threads else ""}{f" --rollout-cache {a.rollout_cache}" if a.rollout_cache else ""}'
                 f'{f" --rollout-weights {a.rollout_weights}" if a.rollout_weights else ""}'
+                f'{f" --rollout-products {a.rollout_products}" if a.rollout_products else ""}'
                 f'{f" --minibatch {a.minibatch}" if a.minibatch else ""}`', '',
                 'With reuse: `ppo.ppo_step` (the frames of a rollout batch go through the vision tower once; every role reads the same '
                 '`inputs_embeds`). Without: `naive_step` in the script, the same phases with the same functions, but every role encodes '

@@ -19,7 +19,7 @@ from bench_gpu_7b import add_shape_args, build, lm_param_count, video_prompts, w
 from vlm_rlaif.model import adapters_disabled, add_role_adapter, embed_inputs, encode_video, lm_precision
 from vlm_rlaif.ppo import response_logprobs
 
-KINDS = (('matrix products', ('gemm', 'gemv', 'cutlass', 'xmma', 'nvjet', 'matmul', 'splitk', 'aten::mm', 'aten::addmm', 'aten::bmm')),
+KINDS = (('matrix products', ('gemm', 'gemv', 'cutlass', 'xmma', 'nvjet', 'matmul', 'splitk', 'skinny', 'aten::mm', 'aten::addmm', 'aten::bmm')),
          ('attention', ('flash', 'fmha', 'attention', 'softmax')))
 
 def kind_of(name:str) -> str:

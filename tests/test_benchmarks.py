@@ -27,14 +27,15 @@ def test_bench_gpu_decode_tiny(tmp_path):
     assert 'FAILED' not in log, log
     report = out.read_text()
     for row in ('sampler_merged:', 'own one-token rollout', 'kernels of 4 decode steps', 'attention of one decode step', 'one read of',
-                'generate_merged:', 'sampler_adapter:', 'sampler_merged_autotune:', 'generate_merged / sampler_merged per decode step'):
+                'generate_merged:', 'sampler_adapter:', 'sampler_merged_autotune:', 'generate_merged / sampler_merged per decode step',
+                'products: the skinny kernel', 'sampler_skinny:', 'kernels of 4 decode steps of sampler_skinny'):
         assert row in report, (row, report)
 
 def test_bench_vision_reuse_tiny_7b_shape():
     log = run_script('bench_vision_reuse.py', '--shape', '7b', '--tiny', '--steps', '1', '--minibatch', '2', '--new-tokens', '4',
-                     '--rollout-cache', 'static', '--rollout-weights', 'merged')
+                     '--rollout-cache', 'static', '--rollout-weights', 'merged', '--rollout-products', 'skinny')
     assert 'vision-tower calls per step: 1 with reuse' in log, log
-    assert 'ppo_step phases (rollout cache static, rollout weights merged)' in log, log
+    assert 'ppo_step phases (rollout cache static, rollout weights merged, rollout products skinny)' in log, log
 
 def test_profile_gpu_7b_tiny(tmp_path):
     out = tmp_path/'profile.md'

@@ -16,11 +16,12 @@ from .core import ConfigError, atomic_write_bytes, atomic_write_json, is_offline
 
 # %% auto #0
 __all__ = ['POOLINGS', 'DTYPES', 'SPECIAL_TOKENS', 'EXTRA_SPECIAL_TOKENS', 'CHAT_TEMPLATE', 'CHAT_ROLES', 'CLIP_MEAN', 'CLIP_STD',
-           'PROCESSOR_FILES', 'ModelConfig', 'train_tokenizer', 'build_video_lmm', 'num_video_tokens',
-           'FramePreprocess', 'frame_preprocess_from_dict', 'read_frame_preprocess', 'save_video_lmm', 'VideoLMM',
-           'load_video_lmm', 'encode_video', 'embed_inputs', 'lm_precision', 'generate_with_video', 'SampleOutput',
-           'filter_logits', 'choose_tokens', 'positions_from_mask', 'next_tokens', 'StaticCacheSampler',
-           'lm_lora_target_regex', 'add_role_adapter', 'active_role', 'adapters_disabled', 'MergedCopy',
+           'PROCESSOR_FILES', 'SKINNY_MAX_ROWS', 'ModelConfig', 'train_tokenizer', 'build_video_lmm',
+           'num_video_tokens', 'FramePreprocess', 'frame_preprocess_from_dict', 'read_frame_preprocess',
+           'save_video_lmm', 'VideoLMM', 'load_video_lmm', 'encode_video', 'embed_inputs', 'lm_precision',
+           'generate_with_video', 'SampleOutput', 'filter_logits', 'choose_tokens', 'positions_from_mask',
+           'next_tokens', 'StaticCacheSampler', 'lm_lora_target_regex', 'add_role_adapter', 'active_role',
+           'adapters_disabled', 'MergedCopy', 'skinny_product', 'skinny_linear', 'SkinnyLinear', 'skinny_products',
            'fuse_lora_products', 'last_token_index', 'ScalarHeadModel']
 
 # %% ../nbs/04_model.ipynb #242390bc
@@ -619,6 +620,95 @@ class MergedCopy:
         "Write base + the adapter's current delta into the copy's adapted layers (after every optimizer step that changed it)."
         for layer, linear in self.pairs:
             linear.weight.copy_(layer.base_layer.weight.float() + layer.get_delta_weight(self.role).float())
+
+# %% ../nbs/04_model.ipynb #73e3df6b
+try: import triton, triton.language as tl
+except ImportError: triton = None   # no Triton (a CPU-only torch on macOS or Windows): every product stays `nn.functional.linear`
+
+SKINNY_MAX_ROWS = 64   # the largest row tile; past it the product is no longer a read of the weights and cuBLAS is the right kernel
+
+# %% ../nbs/04_model.ipynb #5746ff21
+if triton is not None:
+    @triton.jit
+    def _skinny_product_kernel(x_ptr, w_ptr, b_ptr, out_ptr, M, N, K, stride_xm, stride_wn, stride_om,
+                               HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+        "out[:M, cols] = x[:M] @ w[cols].T (+ b[cols]) for this program's BLOCK_N columns; the rows past M read as zeros."
+        rows = tl.arange(0, BLOCK_M)
+        cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            ks = k0 + tl.arange(0, BLOCK_K)
+            x = tl.load(x_ptr + rows[:, None] * stride_xm + ks[None, :], mask=(rows[:, None] < M) & (ks[None, :] < K), other=0.0)
+            w = tl.load(w_ptr + cols[:, None] * stride_wn + ks[None, :], mask=(cols[:, None] < N) & (ks[None, :] < K), other=0.0)
+            acc += tl.dot(x, tl.trans(w))
+        if HAS_BIAS: acc += tl.load(b_ptr + cols, mask=cols < N, other=0.0).to(tl.float32)[None, :]
+        tl.store(out_ptr + rows[:, None] * stride_om + cols[None, :], acc.to(out_ptr.dtype.element_ty), mask=(rows[:, None] < M) & (cols[None, :] < N))
+
+    # narrow stripes (many programs) to wide ones (fewer, longer reads); configurations past the shared memory are skipped by the autotuner
+    _skinny_product_tuned = triton.autotune(
+        configs=[triton.Config(dict(BLOCK_N=n, BLOCK_K=k), num_warps=w, num_stages=s)
+                 for n, k, w, s in [(16, 256, 4, 4), (16, 256, 4, 6), (16, 512, 4, 3), (32, 128, 4, 5), (32, 128, 4, 7), (32, 256, 4, 4),
+                                    (32, 256, 4, 5), (32, 512, 4, 3), (64, 128, 4, 4), (64, 128, 4, 6), (64, 256, 4, 3), (32, 256, 8, 3)]],
+        key=['N', 'K', 'BLOCK_M'])(_skinny_product_kernel)
+
+# %% ../nbs/04_model.ipynb #440df270
+def skinny_product(x:torch.Tensor, # (..., in_features), at most `SKINNY_MAX_ROWS` rows in all
+                   weight:torch.Tensor, # (out_features, in_features)
+                   bias:torch.Tensor|None=None, # (out_features,)
+                   block_n:int|None=None, # output columns per program; None: the autotuner's choice for this shape
+                   block_k:int=256, # input features per slice, with `block_n`
+                  ) -> torch.Tensor:
+    "`x @ weight.T + bias` by the skinny Triton kernel (any device Triton runs on, its CPU interpreter included)."
+    if triton is None: raise RuntimeError('skinny_product: Triton is not installed')
+    rows = x.reshape(-1, x.shape[-1])
+    if rows.stride(-1) != 1: rows = rows.contiguous()
+    (m, k), n = rows.shape, weight.shape[0]
+    if m > SKINNY_MAX_ROWS: raise ValueError(f'skinny_product: {m} rows; the kernel takes at most {SKINNY_MAX_ROWS} (use nn.functional.linear)')
+    if weight.shape[1] != k or weight.stride(1) != 1: raise ValueError(f'skinny_product: weight {tuple(weight.shape)} (row-major) does not match {k} input features')
+    out = rows.new_empty(m, n)
+    args = (rows, weight, weight if bias is None else bias, out, m, n, k, rows.stride(0), weight.stride(0), out.stride(0))
+    block_m = max(16, triton.next_power_of_2(m))   # tl.dot's smallest tile is 16 rows
+    if block_n is None: _skinny_product_tuned[lambda meta: (triton.cdiv(n, meta['BLOCK_N']),)](*args, HAS_BIAS=bias is not None, BLOCK_M=block_m)
+    else: _skinny_product_kernel[(triton.cdiv(n, block_n),)](*args, HAS_BIAS=bias is not None, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k)
+    return out.view(*x.shape[:-1], n)
+
+# %% ../nbs/04_model.ipynb #27615457
+@torch.library.custom_op('vlm_rlaif::skinny_linear', mutates_args=())
+def skinny_linear(x:torch.Tensor, weight:torch.Tensor, bias:torch.Tensor|None) -> torch.Tensor:
+    "`nn.functional.linear`, by `skinny_product` for a CUDA input of at most `SKINNY_MAX_ROWS` rows."
+    if x.is_cuda and triton is not None and x.numel() // x.shape[-1] <= SKINNY_MAX_ROWS: return skinny_product(x, weight, bias)
+    return nn.functional.linear(x, weight, bias)
+
+@skinny_linear.register_fake
+def _(x, weight, bias): return x.new_empty(*x.shape[:-1], weight.shape[0])
+
+def _skinny_linear_backward(ctx, grad):   # a linear layer's gradients, so that a `SkinnyLinear` can be trained like any other
+    x, weight = ctx.saved_tensors
+    grad_rows, x_rows = grad.reshape(-1, grad.shape[-1]), x.reshape(-1, x.shape[-1])
+    return grad @ weight, grad_rows.t() @ x_rows, grad_rows.sum(0) if ctx.has_bias else None
+
+def _skinny_linear_save(ctx, inputs, output):
+    x, weight, bias = inputs
+    ctx.save_for_backward(x, weight)
+    ctx.has_bias = bias is not None
+
+skinny_linear.register_autograd(_skinny_linear_backward, setup_context=_skinny_linear_save)
+
+class SkinnyLinear(nn.Linear):
+    "An `nn.Linear` whose decode-shaped products on a GPU run the skinny kernel (`skinny_linear`)."
+    def forward(self, x:torch.Tensor) -> torch.Tensor: return skinny_linear(x, self.weight, self.bias)
+
+def skinny_products(model:nn.Module, # e.g. a `MergedCopy`'s model
+                   ) -> nn.Module:
+    "Replace every `nn.Linear` of `model` by a `SkinnyLinear` on the same parameters (in place); returns `model`."
+    if triton is None and any(p.is_cuda for p in model.parameters()): raise RuntimeError('skinny_products: the model is on a GPU but Triton is not installed')
+    for name, module in list(model.named_modules()):
+        if type(module) is not nn.Linear: continue
+        parent, child = name.rpartition('.')[::2]
+        skinny = SkinnyLinear(module.in_features, module.out_features, bias=module.bias is not None, device='meta')
+        skinny.weight, skinny.bias = module.weight, module.bias
+        setattr(model.get_submodule(parent), child, skinny)
+    return model
 
 # %% ../nbs/04_model.ipynb #2b709405
 class _MergedLoraProduct(torch.autograd.Function):
