@@ -353,9 +353,28 @@ for dtype in (torch.float32, torch.float16):
 print('skinny kernel ok')
 '''
 
-@pytest.mark.skipif(sys.platform != 'linux', reason='Triton has Linux wheels only (the dev extra installs it there)')
+@pytest.mark.skipif(sys.platform != 'linux', reason='Triton has Linux wheels only (scripts/setup.sh installs it there)')
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU test_skinny_kernel_cuda runs the compiled kernel (and torch's own Triton, whose interpreter may differ)")
 def test_skinny_kernel_interpreted():
     "The skinny product's Triton kernel in Triton's CPU interpreter (set before Triton is imported): rows padded, ragged column and input tiles, bias."
     env = {**os.environ, 'TRITON_INTERPRET': '1'}
     done = subprocess.run([sys.executable, '-c', SKINNY_CHECK], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0 and 'skinny kernel ok' in done.stdout, done.stdout[-2000:] + done.stderr[-4000:]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='the compiled kernel needs a GPU (the interpreted one is tested above)')
+def test_skinny_kernel_cuda():
+    "On a GPU: the autotuned kernel against float32 products for every row tile (16, 32, 64) and both half precisions; what `skinny_linear` leaves to torch."
+    from vlm_rlaif.model import skinny_linear, skinny_product
+    torch.manual_seed(0)
+    # the autotuned kernel at a 7B shape, every row tile; fixed tiles on ragged shapes (columns and inputs not multiples of them) and float16
+    for dtype, n, k, tiles in ((torch.bfloat16, 4096, 4096, {}), (torch.bfloat16, 1000, 392, dict(block_n=64, block_k=256)),
+                               (torch.float16, 1000, 392, dict(block_n=32, block_k=128))):
+        for rows in (1, 5, 16, 17, 33, 64):
+            x, w, b = (torch.randn(*shape, device='cuda', dtype=dtype) for shape in ((rows, k), (n, k), (n,)))
+            want = torch.nn.functional.linear(x.float(), w.float(), b.float())
+            got = skinny_product(x, w, b, **tiles)
+            assert got.dtype == dtype and (got.float() - want).abs().max() <= 1e-2 * want.abs().max(), (dtype, rows, n, k, tiles)
+    x, w = torch.randn(65, 64, device='cuda', dtype=torch.bfloat16), torch.randn(32, 64, device='cuda', dtype=torch.bfloat16)
+    assert torch.equal(skinny_linear(x, w, None), torch.nn.functional.linear(x, w))                  # past 64 rows: cuBLAS
+    assert torch.equal(skinny_linear(x[:8].float(), w.float(), None), torch.nn.functional.linear(x[:8].float(), w.float()))   # float32: torch

@@ -672,11 +672,13 @@ def skinny_product(x:torch.Tensor, # (..., in_features), at most `SKINNY_MAX_ROW
     else: _skinny_product_kernel[(triton.cdiv(n, block_n),)](*args, HAS_BIAS=bias is not None, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k)
     return out.view(*x.shape[:-1], n)
 
-# %% ../nbs/04_model.ipynb #27615457
+# %% ../nbs/04_model.ipynb #d5e4876b
 @torch.library.custom_op('vlm_rlaif::skinny_linear', mutates_args=())
 def skinny_linear(x:torch.Tensor, weight:torch.Tensor, bias:torch.Tensor|None) -> torch.Tensor:
-    "`nn.functional.linear`, by `skinny_product` for a CUDA input of at most `SKINNY_MAX_ROWS` rows."
-    if x.is_cuda and triton is not None and x.numel() // x.shape[-1] <= SKINNY_MAX_ROWS: return skinny_product(x, weight, bias)
+    "`nn.functional.linear`, by `skinny_product` for a half-precision CUDA input of at most `SKINNY_MAX_ROWS` rows."
+    # float32 stays torch's: tl.dot would multiply float32 in TF32, which torch's products do not by default
+    if (x.is_cuda and triton is not None and x.numel() // x.shape[-1] <= SKINNY_MAX_ROWS and x.dtype in (torch.float16, torch.bfloat16)
+        and weight.dtype == x.dtype and weight.stride(-1) == 1): return skinny_product(x, weight, bias)
     return nn.functional.linear(x, weight, bias)
 
 @skinny_linear.register_fake
@@ -696,7 +698,9 @@ skinny_linear.register_autograd(_skinny_linear_backward, setup_context=_skinny_l
 
 class SkinnyLinear(nn.Linear):
     "An `nn.Linear` whose decode-shaped products on a GPU run the skinny kernel (`skinny_linear`)."
-    def forward(self, x:torch.Tensor) -> torch.Tensor: return skinny_linear(x, self.weight, self.bias)
+    def forward(self, x:torch.Tensor) -> torch.Tensor:
+        if torch.is_autocast_enabled(x.device.type): return super().forward(x)   # autocast casts nn.Linear's inputs; a custom operator's it does not
+        return skinny_linear(x, self.weight, self.bias)
 
 def skinny_products(model:nn.Module, # e.g. a `MergedCopy`'s model
                    ) -> nn.Module:

@@ -31,7 +31,7 @@ __all__ = ['REWARD_SOURCES', 'log', 'PLOT_KEYS', 'PPOStageConfig', 'truncate_at_
            'evaluate_exact', 'latest_checkpoint', 'save_checkpoint', 'load_checkpoint', 'train_ppo',
            'rm_scoring_prompt', 'run_ppo', 'plot_ppo_log']
 
-# %% ../nbs/08_ppo.ipynb #2d30b50f
+# %% ../nbs/08_ppo.ipynb #1fc0bb06
 REWARD_SOURCES = ('model', 'oracle')
 
 @dataclasses.dataclass
@@ -68,8 +68,8 @@ class PPOStageConfig:
                                            "policy's LoRA merged in, refreshed every step: no LoRA cost per token, for the adapted layers' weights once more in memory)",
                                 choices=('adapter', 'merged'))
     rollout_products: str = knob('torch', "how the merged copy's decode steps multiply: 'torch' (`nn.functional.linear`: cuBLAS on a GPU) or 'skinny' "
-                                          "(`model.skinny_products`: the package's Triton kernel for products of at most 64 rows; it pays inside the compiled "
-                                          "decode step only, so it needs rollout_cache='static' and rollout_weights='merged')",
+                                          "(`model.skinny_products`: the package's Triton kernel for half-precision products of at most 64 rows, made for the compiled "
+                                          "decode step and measured there only, so it needs rollout_cache='static' and rollout_weights='merged')",
                                  choices=('torch', 'skinny'))
     old_logprobs: str = knob('forward', "where PPO's old log-probs (and the KL's policy side, and the entropy) come from: 'forward' (a policy forward in the score "
                                         "phase) or 'sampling' (the logits the rollout sampled from: one forward fewer; float32 only, since at bfloat16 the "
