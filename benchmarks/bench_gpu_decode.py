@@ -25,6 +25,7 @@ Usage: python benchmarks/bench_gpu_decode.py [--shape 7b|tiny] [--rows sampler,p
 Each measurement is guarded: a failure is recorded and the next one runs; past --budget-s the rest is skipped.
 """
 import argparse, copy, os, sys, time
+from collections import Counter
 from types import SimpleNamespace
 from pathlib import Path
 import torch
@@ -143,8 +144,7 @@ def main():
     def products():   # each product shape of the LM at a decode step (`batch` rows): cuBLAS against the skinny kernel
         if device.type != 'cuda': return log('products: the skinny kernel and CUDA graphs need a GPU')
         lm = [m for n, m in merged.model.named_modules() if isinstance(m, torch.nn.Linear) and ('language_model' in n or n == 'lm_head')]
-        per_step = {}
-        for m in lm: per_step[(m.out_features, m.in_features)] = per_step.get((m.out_features, m.in_features), 0) + 1
+        per_step = Counter((m.out_features, m.in_features) for m in lm)
         step_us = {'cuBLAS': 0.0, 'skinny': 0.0}
         for (n, k), count in sorted(per_step.items()):
             copies = max(2, -(-256 * 2 ** 20 // (n * k * 2)))   # >= 256 MB of weights per pass: each product reads its weight from memory, not from the 50 MB L2

@@ -582,7 +582,7 @@ def adapters_disabled(model, # a peft model
     finally:
         for p, requires_grad in grads: p.requires_grad_(requires_grad)
 
-# %% ../nbs/04_model.ipynb #c947dfdd
+# %% ../nbs/04_model.ipynb #cbf3b061
 class MergedCopy:
     "A plain copy of a peft model's base with one LoRA adapter merged into weights of its own (`refresh`); all other tensors shared."
     def __init__(self, model, # a peft model with LoRA adapters on linear layers
@@ -604,13 +604,12 @@ class MergedCopy:
         for module in self.model.modules():   # a compiled forward transformers cached on the base (a static-cache generate on a GPU) calls the base
             for attr in ('_compiled_call', '_last_compile_config'): module.__dict__.pop(attr, None)
         for name, layer in tuned.items():   # every adapter layer becomes a plain linear one: `role`'s on weights of its own, the others' the base's
-            parent, child = name.rpartition('.')[::2]
             plain = layer.base_layer
             if name in layers:
                 linear = nn.Linear(plain.in_features, plain.out_features, bias=plain.bias is not None, device=plain.weight.device, dtype=plain.weight.dtype)
                 if plain.bias is not None: linear.bias = plain.bias
                 plain = linear.requires_grad_(False)
-            setattr(self.model.get_submodule(parent), child, plain)
+            self.model.set_submodule(name, plain)
         self.model.eval()
         self.role, self.pairs = role, [(layer, self.model.get_submodule(name)) for name, layer in layers.items()]
         self.refresh()
@@ -672,7 +671,7 @@ def skinny_product(x:torch.Tensor, # (..., in_features), at most `SKINNY_MAX_ROW
     else: _skinny_product_kernel[(triton.cdiv(n, block_n),)](*args, HAS_BIAS=bias is not None, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k)
     return out.view(*x.shape[:-1], n)
 
-# %% ../nbs/04_model.ipynb #d5e4876b
+# %% ../nbs/04_model.ipynb #006f0c5e
 @torch.library.custom_op('vlm_rlaif::skinny_linear', mutates_args=())
 def skinny_linear(x:torch.Tensor, weight:torch.Tensor, bias:torch.Tensor|None) -> torch.Tensor:
     "`nn.functional.linear`, by `skinny_product` for a half-precision CUDA input of at most `SKINNY_MAX_ROWS` rows."
@@ -708,10 +707,9 @@ def skinny_products(model:nn.Module, # e.g. a `MergedCopy`'s model
     if triton is None and any(p.is_cuda for p in model.parameters()): raise RuntimeError('skinny_products: the model is on a GPU but Triton is not installed')
     for name, module in list(model.named_modules()):
         if type(module) is not nn.Linear: continue
-        parent, child = name.rpartition('.')[::2]
         skinny = SkinnyLinear(module.in_features, module.out_features, bias=module.bias is not None, device='meta')
         skinny.weight, skinny.bias = module.weight, module.bias
-        setattr(model.get_submodule(parent), child, skinny)
+        model.set_submodule(name, skinny)
     return model
 
 # %% ../nbs/04_model.ipynb #2b709405
